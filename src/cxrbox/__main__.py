@@ -1,0 +1,5 @@
+import sys
+
+from cxrbox.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `cxrbox` CLI, one module each (see `cxrbox.cli`)."""

@@ -1,0 +1,48 @@
+"""The exception hierarchy: every error cxrbox raises on purpose derives from `CxrboxError`.
+
+Library code raises these; only the CLI turns them into exit codes.
+"""
+
+
+class CxrboxError(Exception):
+    """Base class of every error cxrbox raises on purpose."""
+
+
+class InputValueError(CxrboxError, ValueError):
+    """An argument has the wrong shape, rank, dtype or non-finite values."""
+
+
+class BoxFormatError(InputValueError):
+    """A box tensor is not [..., 4] or holds NaN/Inf."""
+
+
+class DicomError(CxrboxError):
+    """A file cannot be read as a 2-D single-frame grayscale DICOM image."""
+
+
+class LabelError(CxrboxError, ValueError):
+    """A label CSV is malformed; the message names the file and line."""
+
+
+class ConfigError(CxrboxError, ValueError):
+    """A configuration file or option is invalid."""
+
+
+class DataError(CxrboxError):
+    """A data set, cache or split is inconsistent (missing images, stale cache, empty split)."""
+
+
+class TrainingError(CxrboxError):
+    """Training cannot continue (base of the run-time failures below)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or Inf; the last good checkpoint is left intact."""
+
+
+class CollapseError(TrainingError):
+    """Predictions collapsed to a constant (raised only with --fail-on-collapse)."""
+
+
+class CheckpointError(CxrboxError):
+    """A checkpoint or run directory cannot be loaded or resumed."""
