@@ -1,0 +1,103 @@
+"""cxrbox.dicom against every file bundled in pydicom's `data/test_files` folder.
+
+Whether a file should load is decided here from a header read, by a rule written independently
+of cxrbox.dicom: DICOM file meta present, SamplesPerPixel 1, PhotometricInterpretation
+MONOCHROME1/2, NumberOfFrames an integer <= 1 (or absent), Rows/Columns present, a Pixel Data
+element at least as long as Rows x Columns x BitsAllocated / 8 (native syntaxes), and an
+uncompressed transfer syntax or JPEG Baseline 8-bit. Everything else must raise DicomError.
+(pydicom's `get_testdata_files()` is not used: it tries to download missing files.)
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import UID
+
+from cxrbox.dicom import DicomError, load_pixels, read_image_size
+
+TEST_FILES_DIR = Path(pydicom.__file__).parent / "data" / "test_files"
+FILES = sorted(p for p in TEST_FILES_DIR.rglob("*") if p.is_file())
+IDS = [p.relative_to(TEST_FILES_DIR).as_posix() for p in FILES]
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd test files
+
+
+def should_load(path: Path) -> bool:
+    """The independent rule of the module docstring."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns on the deliberately odd files
+        return _should_load(path)
+
+
+def _should_load(path: Path) -> bool:
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception:
+        return False
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    if not syntax or not (syntax == JPEG_BASELINE or not UID(syntax).is_compressed):
+        return False
+    if ds.get("SamplesPerPixel") != 1 or "PixelData" not in ds:
+        return False
+    if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
+        return False
+    if not ds.get("Rows") or not ds.get("Columns"):
+        return False
+    frames = ds.get("NumberOfFrames")
+    if frames not in (None, ""):
+        if not str(frames).strip().isdigit() or int(frames) > 1:
+            return False
+    if syntax != JPEG_BASELINE:
+        n_bits = ds.Rows * ds.Columns * ds.BitsAllocated
+        if len(ds.PixelData) < (n_bits + 7) // 8:
+            return False
+    return True
+
+
+EXPECTED = {path: should_load(path) for path in FILES}
+LOADABLE = [p for p in FILES if EXPECTED[p]]
+
+
+@pytest.mark.parametrize("path", FILES, ids=IDS)
+def test_file_loads_to_unit_float32_or_raises_dicom_error(path):
+    if EXPECTED[path]:
+        out = load_pixels(path)
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        assert out.dtype == np.float32
+        assert out.shape == (header.Rows, header.Columns)
+        assert np.isfinite(out).all()
+        assert out.min() >= 0.0 and out.max() <= 1.0
+    else:
+        with pytest.raises(DicomError) as excinfo:
+            load_pixels(path)
+        assert str(path) in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "path", LOADABLE, ids=[p.relative_to(TEST_FILES_DIR).as_posix() for p in LOADABLE]
+)
+def test_read_image_size_matches_the_loaded_shape(path):
+    assert read_image_size(path) == load_pixels(path).shape
+
+
+@pytest.mark.parametrize("path", FILES, ids=IDS)
+def test_read_image_size_returns_a_size_or_raises_dicom_error(path):
+    try:
+        rows, cols = read_image_size(path)
+    except DicomError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert rows > 0 and cols > 0
+
+
+def test_the_test_data_has_both_loadable_and_refused_files():
+    """Guards the rule above: if it drifted to all-True or all-False the tests would be weak."""
+    n_load = len(LOADABLE)
+    assert n_load >= 20
+    assert len(FILES) - n_load >= 50
