@@ -1,0 +1,45 @@
+"""`cxrbox cache`: decode a folder of DICOMs once into a memory-mapped uint8 image cache."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cache",
+        help="decode DICOMs once into a uint8 image cache (.npy + .json)",
+        description="Decode every <patientId>.dcm of --images (or only the patients of "
+        "--labels), resize to --size x --size and store them in a memory-mapped .npy file "
+        "with a JSON sidecar. `cxrbox train` builds one beside the image folder by itself.",
+    )
+    parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
+    parser.add_argument("--size", type=int, required=True, help="side of the cached images, px")
+    parser.add_argument("--out", required=True, help="cache file to write (.npy)")
+    parser.add_argument("--labels", help="RSNA label CSV: cache only its patients, in its order")
+    parser.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cxrbox.cache import ImageCache, build_cache
+    from cxrbox.dicom import find_dicom_files
+
+    if args.labels:
+        from cxrbox.labels import read_rsna_labels
+
+        patient_ids = list(read_rsna_labels(args.labels))
+    else:
+        patient_ids = list(find_dicom_files(args.images))
+    path = build_cache(
+        args.images,
+        patient_ids,
+        args.size,
+        args.out,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    cache = ImageCache.open(path, size=args.size)
+    print(f"wrote {path} ({len(cache)} images, {cache.size} px)")
+    return 0
