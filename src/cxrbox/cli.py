@@ -15,7 +15,7 @@ from cxrbox import __version__
 from cxrbox.errors import CxrboxError
 
 # Module names under cxrbox.commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("train", "eval", "predict", "cache", "viz_data", "synth")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,43 @@
+"""`cxrbox eval`: mean IoU, corner MAE and RSNA mAP of a checkpoint on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint on RSNA-format data",
+        description="Print mean IoU, corner MAE (original pixels), RSNA mAP and the spread of "
+        "the top prediction (near 0 means collapse) of a checkpoint on labelled data.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
+    parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
+    parser.add_argument("--labels", required=True, help="RSNA label CSV")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from cxrbox.evaluate import evaluate, flat_metrics, folder_loader, load_trained_model
+    from cxrbox.labels import read_rsna_labels
+
+    model, config, coding = load_trained_model(args.checkpoint, args.device)
+    loader = folder_loader(args.images, read_rsna_labels(args.labels), config)
+    result = evaluate(model, loader, coding, config, args.device)
+    metrics = flat_metrics(result)
+    if args.json:
+        std = {k: metrics.pop(f"std_{k}") for k in ("cx", "cy", "w", "h")}
+        print(json.dumps({**metrics, "n_positive": result.n_positive, "prediction_std": std}))
+        return 0
+    print(f"images {result.n_images} ({result.n_positive} positive)")
+    print(f"mean IoU   {result.mean_iou:.4f}")
+    print(f"corner MAE {result.mae_px:.2f} px (original pixels; {result.n_missed} boxes missed)")
+    print(f"RSNA mAP   {result.rsna_map:.4f} (score threshold {config.score_threshold})")
+    spread = ", ".join(f"{k} {v:.4f}" for k, v in result.prediction_std.items())
+    print(f"top-box spread (std, normalized): {spread}")
+    return 0

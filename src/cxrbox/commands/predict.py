@@ -1,0 +1,49 @@
+"""`cxrbox predict`: an RSNA submission CSV (patientId,PredictionString) for a folder of DICOMs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="write an RSNA submission CSV for a folder of DICOMs",
+        description="Predict boxes for every <patientId>.dcm in --images and write "
+        "patientId,PredictionString with groups of 'conf x y w h' in original pixels.",
+    )
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--images", required=True)
+    parser.add_argument("--out", required=True, help="submission CSV to write")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--score-threshold", dest="score_threshold", type=float,
+                        help="override the checkpoint's score threshold")  # fmt: skip
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import csv
+
+    import numpy as np
+
+    from cxrbox.decode import to_rsna_prediction_string
+    from cxrbox.dicom import find_dicom_files
+    from cxrbox.evaluate import folder_loader, load_trained_model, predict_batches
+
+    model, config, coding = load_trained_model(args.checkpoint, args.device)
+    threshold = config.score_threshold if args.score_threshold is None else args.score_threshold
+    unlabelled = {pid: np.zeros((0, 4), np.float32) for pid in find_dicom_files(args.images)}
+    loader = folder_loader(args.images, unlabelled, config)
+    n_images = n_boxes = 0
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["patientId", "PredictionString"])
+        for pred in predict_batches(model, loader, coding, config, args.device, threshold):
+            height, width = pred.orig_size
+            writer.writerow(
+                [pred.patient_id, to_rsna_prediction_string(pred.detections, width, height)]
+            )
+            n_images += 1
+            n_boxes += len(pred.detections.scores)
+    print(f"cxrbox predict: {n_images} images, {n_boxes} boxes -> {args.out}")
+    return 0

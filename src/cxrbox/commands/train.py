@@ -1,0 +1,69 @@
+"""`cxrbox train`: train on RSNA-format data, or on built-in synthetic data when none is given."""
+
+from __future__ import annotations
+
+import argparse
+
+from cxrbox.options import HEADS, IOU_LOSS_NAMES, NORMS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a box regressor (built-in synthetic data without --images)",
+        description="Train on RSNA-format data (a folder of DICOMs + stage_2_train_labels.csv). "
+        "Without --images, a synthetic RSNA-format set is generated once and reused. "
+        "Without --val-*, the labels are split by patient. Options override --config.",
+    )
+    parser.add_argument("--images", help="folder of <patientId>.dcm files")
+    parser.add_argument("--labels", help="RSNA label CSV (patientId,x,y,width,height,Target)")
+    parser.add_argument("--val-images", dest="val_images")
+    parser.add_argument("--val-labels", dest="val_labels")
+    parser.add_argument("--out", help="run directory (default runs/latest)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--image-size", dest="image_size", type=int)
+    parser.add_argument("--batch-size", dest="batch_size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--head", choices=HEADS)
+    parser.add_argument("--norm", choices=NORMS)
+    parser.add_argument("--iou-loss", dest="iou_loss", choices=IOU_LOSS_NAMES)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="cpu or cuda")
+    parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers")
+    parser.add_argument("--synthetic-n", dest="synthetic_n", type=int,
+                        help="images in the built-in synthetic set")  # fmt: skip
+    parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    parser.add_argument("--deterministic", action="store_true", default=None)
+    parser.add_argument(
+        "--fail-on-collapse",
+        dest="fail_on_collapse",
+        action="store_true",
+        default=None,
+        help="stop with an error when predictions collapse",
+    )
+    parser.add_argument("--no-plots", dest="plots", action="store_false", default=None)
+    parser.add_argument("--config", help="TOML or JSON file of TrainConfig fields")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+OVERRIDES = (
+    "images", "labels", "val_images", "val_labels", "out", "epochs", "image_size", "batch_size",
+    "lr", "head", "norm", "iou_loss", "seed", "device", "num_workers", "synthetic_n", "bf16",
+    "deterministic", "fail_on_collapse", "plots",
+)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from cxrbox.config import load_config
+    from cxrbox.report import print_training_summary
+    from cxrbox.train import train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = load_config(args.config, {name: getattr(args, name) for name in OVERRIDES})
+    result = train(config, resume=args.resume, progress=not args.quiet)
+    print_training_summary(result)
+    return 0

@@ -1,0 +1,150 @@
+"""The training configuration: one frozen dataclass, loaded from a file, overridden from the CLI.
+
+Files are TOML (`.toml`) or JSON (`.json`) with the field names below as keys. The resolved
+configuration is written to `<run dir>/config.json` so every run records what it ran with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from cxrbox.errors import ConfigError
+from cxrbox.model import HEADS, NORMS
+from cxrbox.objective import IOU_LOSSES
+
+DEFAULT_SYNTHETIC_DIR = Path.home() / ".cache" / "cxrbox" / "synthetic"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on. Paths are strings so the config is JSON-clean."""
+
+    # Data. Without `images`, a synthetic RSNA-format set is generated (or reused).
+    images: str | None = None
+    labels: str | None = None
+    val_images: str | None = None
+    val_labels: str | None = None
+    val_fraction: float = 0.2
+    synthetic_dir: str = str(DEFAULT_SYNTHETIC_DIR)
+    synthetic_n: int = 400
+    synthetic_seed: int = 0
+    synthetic_image_size: int = 1024
+    use_cache: bool = True
+    num_workers: int = 0
+
+    # Model.
+    head: str = "grid"
+    norm: str = "batch"
+    width: float = 1.0
+    image_size: int = 256
+    prior_size: float = 0.25
+
+    # Optimisation.
+    out: str = "runs/latest"
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 10.0
+    iou_loss: str = "giou"
+    loss_objectness: float = 1.0
+    loss_iou: float = 2.0
+    loss_corner: float = 5.0
+    loss_center_size: float = 5.0
+    iou_ramp_epochs: float = 1.0
+    augment: bool = True
+    bf16: bool = False
+    channels_last: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "cpu"
+
+    # Evaluation and decode.
+    score_threshold: float = 0.3
+    nms_iou: float = 0.5
+    top_k: int = 4
+
+    # Monitors.
+    monitor_every: int = 1
+    collapse_std: float = 0.02
+    collapse_patience: int = 20
+    fail_on_collapse: bool = False
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("head", self.head, HEADS)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("iou_loss", self.iou_loss, tuple(IOU_LOSSES))
+        _check_choice("device", self.device.split(":")[0], ("cpu", "cuda"))
+        if self.image_size <= 0 or self.image_size % 32:
+            raise ConfigError(
+                f"image_size must be a positive multiple of 32, got {self.image_size}"
+            )
+        for name in ("epochs", "batch_size", "synthetic_n", "top_k", "monitor_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.lr <= 0 or self.grad_clip <= 0 or self.prior_size <= 0:
+            raise ConfigError("lr, grad_clip and prior_size must be > 0")
+        if (self.images is None) != (self.labels is None):
+            raise ConfigError("give both images and labels, or neither (built-in synthetic data)")
+        if (self.val_images is None) != (self.val_labels is None):
+            raise ConfigError("give both val_images and val_labels, or neither")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Build a TrainConfig from a mapping; unknown keys are an error naming the source."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    try:
+        return TrainConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults <- file (TOML or JSON) <- overrides (None values are ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(
+                f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}"
+            ) from exc
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a table/object of settings")
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return config_from_dict(values, source=str(path) if path else "config")
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")

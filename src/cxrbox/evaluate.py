@@ -1,0 +1,131 @@
+"""Evaluation and prediction through the one decode (`cxrbox.decode`).
+
+`predict_batches` runs a model over a loader and yields per-image detections in normalized
+xyxy plus what is needed to report them in pixels of the original image; `evaluate` turns
+them into mean IoU, corner MAE (px), RSNA mAP and the spread of the top prediction.
+Localisation metrics (mean IoU, MAE, spread) use every post-NMS detection (score threshold 0:
+they measure where the boxes are, not whether the score cleared the bar); the RSNA metric uses
+the detections above `score_threshold`, as a submission would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cxrbox.augment import build_transforms
+from cxrbox.checkpoint import load_checkpoint
+from cxrbox.config import TrainConfig, config_from_dict
+from cxrbox.data import RSNADataset, collate_samples
+from cxrbox.decode import Detections, GridCoding, decode_grid, postprocess
+from cxrbox.metrics import EvalResult, evaluate_predictions, rsna_map
+from cxrbox.model import build_model
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """One image: detections (normalized xyxy, by score), truth (normalized), original (H, W)."""
+
+    patient_id: str
+    detections: Detections
+    truth: torch.Tensor
+    orig_size: tuple[int, int]
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module,
+    loader: DataLoader,
+    coding: GridCoding,
+    config: TrainConfig,
+    device: torch.device,
+    score_threshold: float = 0.0,
+) -> Iterator[ImagePrediction]:
+    """Decode + NMS + top-k for every image of `loader` (model put in eval mode)."""
+    model.eval()
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    for batch in loader:
+        images = batch.images.to(device, memory_format=memory_format)
+        raw = model(images).float()
+        boxes, scores = decode_grid(raw, coding)
+        detections = postprocess(
+            boxes.cpu(), scores.cpu(), score_threshold, config.nms_iou, config.top_k
+        )
+        for i, det in enumerate(detections):
+            height, width = (int(v) for v in batch.orig_sizes[i])
+            yield ImagePrediction(batch.patient_ids[i], det, batch.boxes[i], (height, width))
+
+
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    coding: GridCoding,
+    config: TrainConfig,
+    device: torch.device,
+) -> EvalResult:
+    """Mean IoU, corner MAE in original pixels, RSNA mAP and top-box spread over `loader`."""
+    predictions = list(predict_batches(model, loader, coding, config, device))
+    return evaluate_image_predictions(predictions, config.score_threshold)
+
+
+def evaluate_image_predictions(
+    predictions: list[ImagePrediction], score_threshold: float
+) -> EvalResult:
+    """Metrics of per-image predictions: localisation on all detections, RSNA mAP above the bar."""
+    preds = [p.detections.boxes for p in predictions]
+    scores = [p.detections.scores for p in predictions]
+    truths = [p.truth for p in predictions]
+    sizes = [(p.orig_size[1], p.orig_size[0]) for p in predictions]  # (width, height)
+    result = evaluate_predictions(preds, scores, truths, sizes)
+    confident = [s >= score_threshold for s in scores]
+    rsna = rsna_map(
+        [b[keep] for b, keep in zip(preds, confident, strict=True)],
+        [s[keep] for s, keep in zip(scores, confident, strict=True)],
+        truths,
+    )
+    return dataclasses.replace(result, rsna_map=rsna)
+
+
+def flat_metrics(result: EvalResult) -> dict[str, float]:
+    """The numbers of an EvalResult as one flat dict (for logs, CSV and `eval --json`)."""
+    return {
+        "mean_iou": result.mean_iou,
+        "mae_px": result.mae_px,
+        "rsna_map": result.rsna_map,
+        "n_images": result.n_images,
+        **{f"std_{k}": v for k, v in result.prediction_std.items()},
+    }
+
+
+def load_trained_model(
+    checkpoint_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, TrainConfig, GridCoding]:
+    """Model (eval mode), its TrainConfig and decode coding from a `cxrbox train` checkpoint."""
+    state = load_checkpoint(checkpoint_path, map_location=device)
+    config = config_from_dict(state["config"], source=str(checkpoint_path))
+    model = build_model(config.head, config.norm, config.width).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.load_state_dict(state["model"])
+    model.eval()
+    coding = GridCoding(prior_w=config.prior_size, prior_h=config.prior_size)
+    return model, config, coding
+
+
+def folder_loader(
+    images: str | Path, labels: dict, config: TrainConfig, batch_size: int | None = None
+) -> DataLoader:
+    """An in-order, non-augmented loader over `images` for the given labels (eval / predict)."""
+    dataset = RSNADataset(images, labels, build_transforms(train=False, size=config.image_size))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size or config.batch_size,
+        collate_fn=collate_samples,
+        num_workers=config.num_workers,
+    )

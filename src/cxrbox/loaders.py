@@ -1,0 +1,179 @@
+"""From a TrainConfig to train/val DataLoaders: built-in synthetic data, splits, image caches.
+
+Without `images`, a synthetic RSNA-format set is generated once under `synthetic_dir` (a
+`.complete` marker makes an interrupted generation start over) and reused by later runs.
+With `use_cache`, DICOMs are decoded and resized once into a memory-mapped uint8 cache beside
+the image folder, so epochs after the first never touch DICOM.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from cxrbox.augment import build_transforms
+from cxrbox.cache import ImageCache, build_cache, default_cache_path
+from cxrbox.config import TrainConfig
+from cxrbox.data import RSNADataset, collate_samples, split_by_patient
+from cxrbox.errors import DataError
+from cxrbox.labels import read_rsna_labels
+
+log = logging.getLogger("cxrbox.loaders")
+
+IMAGES_SUBDIR = "stage_2_train_images"
+LABELS_NAME = "stage_2_train_labels.csv"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a run's data comes from (validation None: split the training labels by patient)."""
+
+    images: Path
+    labels: Path
+    val_images: Path | None
+    val_labels: Path | None
+    synthetic: bool
+
+
+def ensure_synthetic(root: Path, n_images: int, seed: int, image_size: int) -> Path:
+    """Generate (once) a synthetic RSNA-format set; returns its folder."""
+    folder = root / f"n{n_images}-seed{seed}-px{image_size}"
+    marker = folder / ".complete"
+    if not marker.exists():
+        from cxrbox.synthetic import write_rsna_like
+
+        log.info("generating %d synthetic RSNA-format images in %s", n_images, folder)
+        write_rsna_like(folder, n_images, seed, image_size=image_size, progress=sys.stderr.isatty())
+        marker.write_text("ok\n")
+    return folder
+
+
+def resolve_data(config: TrainConfig) -> DataSource:
+    if config.images is not None and config.labels is not None:
+        return DataSource(
+            images=Path(config.images),
+            labels=Path(config.labels),
+            val_images=Path(config.val_images) if config.val_images else None,
+            val_labels=Path(config.val_labels) if config.val_labels else None,
+            synthetic=False,
+        )
+    folder = ensure_synthetic(
+        Path(config.synthetic_dir),
+        config.synthetic_n,
+        config.synthetic_seed,
+        config.synthetic_image_size,
+    )
+    return DataSource(folder / IMAGES_SUBDIR, folder / LABELS_NAME, None, None, synthetic=True)
+
+
+def open_or_build_cache(images: Path, patient_ids: list[str], size: int) -> ImageCache:
+    """The cache beside `images` for `size` px, (re)built when missing or not covering the ids."""
+    path = default_cache_path(images, size)
+    if path.exists():
+        try:
+            cache = ImageCache.open(path)
+            if set(patient_ids) <= set(cache.patient_ids):
+                return cache
+            log.info("image cache %s does not cover this label set; rebuilding", path)
+        except DataError as exc:
+            log.info("image cache %s unusable (%s); rebuilding", path, exc)
+    build_cache(images, patient_ids, size, path, progress=sys.stderr.isatty())
+    return ImageCache.open(path)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation drawn from (seed, epoch): the same order whether a run was resumed or not."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker init: numpy/random seeded from torch's per-worker seed."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    sampler: EpochShuffleSampler
+    source: DataSource
+    n_train: int
+    n_val: int
+
+
+def build_loaders(config: TrainConfig) -> Loaders:
+    """Train loader (augmented, shuffled per epoch) and val loader (resize only, in order)."""
+    source = resolve_data(config)
+    labels = read_rsna_labels(source.labels)
+    if source.val_labels is not None and source.val_images is not None:
+        train_labels, val_labels = labels, read_rsna_labels(source.val_labels)
+        val_images = source.val_images
+    else:
+        train_labels, val_labels = split_by_patient(labels, config.val_fraction, config.seed)
+        val_images = source.images
+
+    train_cache = val_cache = None
+    if config.use_cache:
+        ids = list(train_labels) + (list(val_labels) if val_images == source.images else [])
+        train_cache = open_or_build_cache(source.images, ids, config.image_size)
+        val_cache = (
+            train_cache
+            if val_images == source.images
+            else open_or_build_cache(val_images, list(val_labels), config.image_size)
+        )
+
+    train_transforms = build_transforms(train=config.augment, size=config.image_size)
+    train_set = RSNADataset(
+        source.images, train_labels, train_transforms, cache=train_cache, seed=config.seed
+    )
+    val_set = RSNADataset(
+        val_images,
+        val_labels,
+        build_transforms(train=False, size=config.image_size),
+        cache=val_cache,
+        seed=config.seed,
+    )
+    sampler = EpochShuffleSampler(len(train_set), config.seed)
+    workers = dict(
+        num_workers=config.num_workers,
+        worker_init_fn=seed_worker if config.num_workers else None,
+        persistent_workers=False,
+    )
+    train_loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        collate_fn=collate_samples,
+        # A last batch of 1 would break BatchNorm; drop it when there is more than one batch.
+        drop_last=len(train_set) > config.batch_size,
+        **workers,
+    )
+    val_loader = DataLoader(
+        val_set, batch_size=config.batch_size, collate_fn=collate_samples, **workers
+    )
+    return Loaders(train_loader, val_loader, sampler, source, len(train_set), len(val_set))

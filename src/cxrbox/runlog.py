@@ -1,0 +1,100 @@
+"""Run metrics written as they happen: `metrics.jsonl` (every record) and `metrics.csv`.
+
+Each record has a `kind`: "run" (steps per epoch, warmup), "step", "epoch", "event" (alarms) or
+"val_samples" (predictions on a few fixed validation images, for the plots). The CSV holds step
+and epoch records with a fixed header (the union of known columns; cells a record lacks stay
+empty), so it opens in a spreadsheet; the other kinds live in the JSONL only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+JSONL_NAME = "metrics.jsonl"
+CSV_NAME = "metrics.csv"
+CSV_KINDS = ("step", "epoch")
+
+
+class RunLog:
+    """Append-only metrics writer for one run directory; `columns` fixes the CSV header."""
+
+    def __init__(self, run_dir: str | Path, columns: Sequence[str], append: bool = False) -> None:
+        self.run_dir = Path(run_dir)
+        self.columns = ["kind", *[c for c in columns if c != "kind"]]
+        mode = "a" if append else "w"
+        csv_path = self.run_dir / CSV_NAME
+        write_header = not (append and csv_path.exists())
+        self._jsonl = open(self.run_dir / JSONL_NAME, mode)
+        self._csv_file = open(csv_path, mode, newline="")
+        self._csv = csv.DictWriter(self._csv_file, self.columns, extrasaction="ignore")
+        if write_header:
+            self._csv.writeheader()
+
+    def write(self, kind: str, record: dict[str, Any]) -> None:
+        row = {"kind": kind, **record}
+        self._jsonl.write(json.dumps(row, default=_jsonable) + "\n")
+        self._jsonl.flush()
+        if kind in CSV_KINDS:
+            self._csv.writerow({k: _csv_cell(v) for k, v in row.items()})
+            self._csv_file.flush()
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self._csv_file.close()
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_records(run_dir: str | Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
+    """Records of `metrics.jsonl`, optionally only one kind."""
+    with open(Path(run_dir) / JSONL_NAME) as handle:
+        for line in handle:
+            record = json.loads(line)
+            if kind is None or record.get("kind") == kind:
+                yield record
+
+
+def truncate_after_step(run_dir: str | Path, global_step: int) -> None:
+    """Drop records past `global_step` (used on resume, so a crashed epoch is not logged twice)."""
+    path = Path(run_dir) / JSONL_NAME
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines(keepends=True)
+        if json.loads(line).get("step", 0) <= global_step
+    ]
+    path.write_text("".join(kept))
+    csv_path = Path(run_dir) / CSV_NAME
+    if csv_path.exists():
+        with open(csv_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+            header = rows[0].keys() if rows else None
+        if header is not None:
+            with open(csv_path, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, list(header))
+                writer.writeheader()
+                writer.writerows(r for r in rows if float(r.get("step") or 0) <= global_step)
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

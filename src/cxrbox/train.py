@@ -1,0 +1,362 @@
+"""The training loop, readable top to bottom: `train(config)` runs a whole job.
+
+One step: targets assigned on the host -> forward (optional bf16 autocast) -> loss (every branch
+on clipped, ordered boxes) -> non-finite check -> backward -> gradient clipping -> monitors ->
+`opt.step()` -> `scheduler.step()` (per step: linear warmup, then cosine). Each epoch ends with
+an evaluation through the shared decode and `last.pt` / `best.pt` written atomically.
+A resumed run (`resume=RUN_DIR`) restarts at the epoch after `last.pt` with the RNG state,
+optimizer and scheduler it had, so on CPU it continues exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cxrbox.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from cxrbox.config import TrainConfig, config_from_dict, save_config
+from cxrbox.decode import GridCoding
+from cxrbox.errors import CheckpointError, CollapseError, NonFiniteLossError
+from cxrbox.evaluate import evaluate_image_predictions, flat_metrics, predict_batches
+from cxrbox.loaders import Loaders, build_loaders
+from cxrbox.model import BoxRegressor, build_model
+from cxrbox.monitor import MonitorEvent, TrainingMonitor
+from cxrbox.objective import LossParts, LossWeights, assign_targets, compute_loss
+from cxrbox.plots import VAL_SAMPLES_NAME, write_plots
+from cxrbox.runlog import RunLog, truncate_after_step
+from cxrbox.schedule import build_scheduler
+
+log = logging.getLogger("cxrbox.train")
+
+STEP_COLUMNS = (
+    "epoch", "step", "loss", "loss_objectness", "loss_iou", "loss_corner", "loss_center_size",
+    "n_positive", "target_collisions", "iou_ramp", "lr", "grad_norm", "grad_clipped",
+    "clip_fraction", "update_ratio", "pred_cx_mean", "pred_cx_std", "pred_cy_mean", "pred_cy_std",
+    "pred_w_mean", "pred_w_std", "pred_h_mean", "pred_h_std", "feature_mean", "feature_std",
+    "feature_spatial_std", "dropped_boxes",
+)  # fmt: skip
+EPOCH_COLUMNS = (
+    "train_loss", "val_mean_iou", "val_mae_px", "val_rsna_map", "val_n_images",
+    "val_std_cx", "val_std_cy", "val_std_w", "val_std_h", "seconds",
+)  # fmt: skip
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on conv/linear weights; none on norms and biases (1-D tensors)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim > 1 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+@dataclass
+class TrainState:
+    """Everything a step touches; checkpointed at the end of each epoch."""
+
+    config: TrainConfig
+    model: BoxRegressor
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    monitor: TrainingMonitor
+    coding: GridCoding
+    weights: LossWeights
+    device: torch.device
+    steps_per_epoch: int
+    warmup_steps: int
+    total_steps: int
+    epoch: int = 0  # epochs completed
+    global_step: int = 0
+    best_metric: float = -math.inf
+    events: list[MonitorEvent] = field(default_factory=list)
+
+
+def build_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
+    device = torch.device(config.device)
+    model = build_model(config.head, config.norm, config.width).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+    scheduler = build_scheduler(optimizer, warmup_steps, total_steps, config.min_lr_ratio)
+    coding = GridCoding(prior_w=config.prior_size, prior_h=config.prior_size)
+    monitor = TrainingMonitor(
+        model,
+        coding,
+        config.grad_clip,
+        warmup_steps,
+        every=config.monitor_every,
+        collapse_std=config.collapse_std,
+        patience=config.collapse_patience,
+    )
+    weights = LossWeights(
+        objectness=config.loss_objectness,
+        iou=config.loss_iou,
+        corner=config.loss_corner,
+        center_size=config.loss_center_size,
+        iou_kind=config.iou_loss,
+    )
+    return TrainState(
+        config, model, optimizer, scheduler, monitor, coding, weights, device,
+        steps_per_epoch, warmup_steps, total_steps,
+    )  # fmt: skip
+
+
+def iou_ramp(state: TrainState) -> float:
+    """Weight multiplier of the IoU branch: linear from 0 to 1 over `iou_ramp_epochs`."""
+    ramp_steps = state.config.iou_ramp_epochs * state.steps_per_epoch
+    return 1.0 if ramp_steps <= 0 else min(1.0, (state.global_step + 1) / ramp_steps)
+
+
+def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if not config.bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def train_step(state: TrainState, images: torch.Tensor, boxes: list[torch.Tensor]) -> dict:
+    """One optimisation step on a batch; returns the step's host-side record."""
+    config, model = state.config, state.model
+    monitored = state.monitor.active(state.global_step)
+    grid = model.grid_size(images.shape[-1])
+    targets = assign_targets(boxes, grid, grid).to(state.device, non_blocking=True)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    images = images.to(state.device, non_blocking=True, memory_format=memory_format)
+    ramp = iou_ramp(state)
+
+    model.train()
+    with autocast(config, state.device):
+        raw, features = model.forward_with_features(images)
+    parts: LossParts = compute_loss(raw, targets, state.weights, state.coding, ramp)
+    values = parts.as_floats()
+    if not math.isfinite(values["loss"]):
+        raise NonFiniteLossError(
+            f"loss is {values['loss']} at step {state.global_step} (epoch {state.epoch + 1}); "
+            f"branches: { {k: v for k, v in values.items() if k.startswith('loss_')} }. "
+            "Training stopped; the last good checkpoint is untouched."
+        )
+    state.optimizer.zero_grad(set_to_none=True)
+    parts.total.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    if monitored:
+        state.monitor.observe_forward(raw, features)
+        state.monitor.observe_gradients(grad_norm)
+        state.monitor.before_update()
+    state.optimizer.step()
+    lr = state.optimizer.param_groups[0]["lr"]
+    state.scheduler.step()
+
+    record: dict[str, Any] = {"step": state.global_step, **values, "iou_ramp": ramp, "lr": lr}
+    if monitored:
+        monitor_record, events = state.monitor.after_update(state.global_step, state.optimizer)
+        record.update(monitor_record)
+        state.events.extend(events)
+    state.global_step += 1
+    return record
+
+
+def train_one_epoch(state: TrainState, loaders: Loaders, runlog: RunLog, progress: bool) -> float:
+    """One pass over the training set; returns the mean loss."""
+    epoch = state.epoch
+    loaders.sampler.set_epoch(epoch)
+    loaders.train.dataset.set_epoch(epoch)
+    total, count = 0.0, 0
+    bar = tqdm(
+        loaders.train,
+        desc=f"epoch {epoch + 1}/{state.config.epochs}",
+        leave=False,
+        # A bar only on a terminal; logs get one line per epoch instead of carriage returns.
+        disable=not (progress and sys.stderr.isatty()),
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    for batch in bar:
+        n_events = len(state.events)
+        record = train_step(state, batch.images, batch.boxes)
+        record.update(epoch=epoch + 1, dropped_boxes=batch.n_dropped)
+        runlog.write("step", record)
+        handle_events(state, runlog, state.events[n_events:])
+        total += record["loss"]
+        count += 1
+        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+    return total / max(count, 1)
+
+
+def handle_events(state: TrainState, runlog: RunLog, events: list[MonitorEvent]) -> None:
+    for event in events:
+        runlog.write("event", event.as_record())
+        log.warning("step %d: %s: %s", event.step, event.name, event.message)
+        if event.name == "collapse" and state.config.fail_on_collapse:
+            raise CollapseError(event.message)
+
+
+def checkpoint_state(state: TrainState) -> dict[str, Any]:
+    return {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "epoch": state.epoch,
+        "global_step": state.global_step,
+        "best_metric": state.best_metric,
+        "config": state.config.to_dict(),
+        "rng": capture_rng_state(),
+        "monitor": {
+            "low_spread_steps": state.monitor.low_spread_steps,
+            "clip_count": state.monitor.clip_count,
+            "monitored_steps": state.monitor.monitored_steps,
+        },
+    }
+
+
+def restore_state(state: TrainState, checkpoint: dict[str, Any]) -> None:
+    state.model.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    state.epoch = checkpoint["epoch"]
+    state.global_step = checkpoint["global_step"]
+    state.best_metric = checkpoint["best_metric"]
+    for key, value in checkpoint["monitor"].items():
+        setattr(state.monitor, key, value)
+    restore_rng_state(checkpoint["rng"])
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    epochs: list[dict[str, Any]]
+    events: list[MonitorEvent]
+
+
+def train(
+    config: TrainConfig, resume: str | Path | None = None, progress: bool = True
+) -> TrainResult:
+    """Run a training job; `resume` is a run dir whose `last.pt` is continued (config from it)."""
+    checkpoint = None
+    if resume is not None:
+        run_dir = Path(resume)
+        checkpoint = load_checkpoint(run_dir / "last.pt")
+        config = config_from_dict(checkpoint["config"], source=str(run_dir / "last.pt"))
+    else:
+        run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.json")
+    seed_everything(config.seed, config.deterministic)
+
+    loaders = build_loaders(config)
+    state = build_state(config, steps_per_epoch=len(loaders.train))
+    if checkpoint is not None:
+        if checkpoint["epoch"] >= config.epochs:
+            raise CheckpointError(f"{run_dir} already finished all {config.epochs} epochs")
+        restore_state(state, checkpoint)
+        truncate_after_step(run_dir, state.global_step - 1)
+    log.info(
+        "training on %d images, validating on %d (%s data); %d steps/epoch, warmup %d steps",
+        loaders.n_train, loaders.n_val, "synthetic" if loaders.source.synthetic else "user",
+        state.steps_per_epoch, state.warmup_steps,
+    )  # fmt: skip
+
+    epochs: list[dict[str, Any]] = []
+    columns = (*STEP_COLUMNS, *EPOCH_COLUMNS)
+    with RunLog(run_dir, columns, append=checkpoint is not None) as runlog:
+        if checkpoint is None:
+            runlog.write("run", run_record(state, loaders))
+            save_val_samples(loaders, run_dir / VAL_SAMPLES_NAME)
+        while state.epoch < config.epochs:
+            started = time.perf_counter()
+            train_loss = train_one_epoch(state, loaders, runlog, progress)
+            predictions = list(
+                predict_batches(state.model, loaders.val, state.coding, config, state.device)
+            )
+            result = evaluate_image_predictions(predictions, config.score_threshold)
+            state.epoch += 1
+            runlog.write("val_samples", val_sample_record(state, predictions))
+            record = {
+                "epoch": state.epoch,
+                "step": state.global_step - 1,
+                "train_loss": train_loss,
+                **{f"val_{k}": v for k, v in flat_metrics(result).items()},
+                "seconds": time.perf_counter() - started,
+            }
+            runlog.write("epoch", record)
+            epochs.append(record)
+            log.info(format_epoch(record))
+            metric = result.mean_iou if math.isfinite(result.mean_iou) else -math.inf
+            is_best = metric > state.best_metric
+            if is_best:
+                state.best_metric = metric
+            snapshot = checkpoint_state(state)
+            save_checkpoint(snapshot, run_dir / "last.pt")
+            if is_best:
+                save_checkpoint(snapshot, run_dir / "best.pt")
+    if config.plots:
+        write_plots(run_dir)
+    return TrainResult(run_dir, epochs, state.events)
+
+
+N_VAL_SAMPLES = 6
+
+
+def run_record(state: TrainState, loaders: Loaders) -> dict[str, Any]:
+    return {
+        "step": -1,
+        "steps_per_epoch": state.steps_per_epoch,
+        "warmup_steps": state.warmup_steps,
+        "total_steps": state.total_steps,
+        "n_train": loaders.n_train,
+        "n_val": loaders.n_val,
+        "synthetic": loaders.source.synthetic,
+        "images": str(loaders.source.images),
+    }
+
+
+def save_val_samples(loaders: Loaders, path: Path) -> None:
+    """The first validation images (eval transforms, uint8) that the prediction plot shows."""
+    dataset = loaders.val.dataset
+    n = min(N_VAL_SAMPLES, len(dataset))
+    images = [(dataset[i].image[0] * 255).round().to(torch.uint8).numpy() for i in range(n)]
+    np.savez_compressed(path, images=np.stack(images))
+
+
+def val_sample_record(state: TrainState, predictions: list) -> dict[str, Any]:
+    chosen = predictions[:N_VAL_SAMPLES]
+    return {
+        "epoch": state.epoch,
+        "step": state.global_step - 1,
+        "boxes": [p.detections.boxes.tolist() for p in chosen],
+        "scores": [p.detections.scores.tolist() for p in chosen],
+        "truth": [p.truth.tolist() for p in chosen],
+    }
+
+
+def format_epoch(record: dict[str, Any]) -> str:
+    return (
+        f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
+        f"val mean IoU {record['val_mean_iou']:.3f}  MAE {record['val_mae_px']:.1f} px  "
+        f"RSNA mAP {record['val_rsna_map']:.3f}  centre std "
+        f"{max(record['val_std_cx'], record['val_std_cy']):.3f}  ({record['seconds']:.1f} s)"
+    )

@@ -1,0 +1,34 @@
+"""Integration fixtures: one tiny synthetic RSNA-format set per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cxrbox.config import TrainConfig
+from cxrbox.synthetic import write_rsna_like
+
+
+@pytest.fixture(scope="session")
+def tiny_rsna(tmp_path_factory) -> Path:
+    """32 synthetic 256 px DICOMs + CSV in the RSNA layout (half positive, for a quick signal)."""
+    root = tmp_path_factory.mktemp("tiny_rsna")
+    write_rsna_like(root, 32, seed=7, image_size=256, positive_fraction=0.5)
+    return root
+
+
+@pytest.fixture
+def tiny_config(tiny_rsna, tmp_path) -> TrainConfig:
+    """A fast training config on `tiny_rsna`: 64 px, narrow model, 2 epochs."""
+    return TrainConfig(
+        images=str(tiny_rsna / "stage_2_train_images"),
+        labels=str(tiny_rsna / "stage_2_train_labels.csv"),
+        out=str(tmp_path / "run"),
+        image_size=64,
+        batch_size=8,
+        width=0.5,
+        epochs=2,
+        val_fraction=0.25,
+        plots=False,
+    )

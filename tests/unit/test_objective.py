@@ -1,0 +1,112 @@
+"""Target assignment and the training loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cxrbox import losses
+from cxrbox.decode import GridCoding, decode_grid
+from cxrbox.errors import ConfigError
+from cxrbox.objective import LossWeights, assign_targets, compute_loss
+
+
+def test_box_goes_to_the_cell_holding_its_centre():
+    box = torch.tensor([[0.55, 0.30, 0.70, 0.45]])  # centre (0.625, 0.375) -> row 1, col 2 of 4x4
+    targets = assign_targets([box], 4, 4)
+    assert targets.positive.nonzero().tolist() == [[0, 1 * 4 + 2]]
+    torch.testing.assert_close(targets.boxes[0, 6], box[0])
+    assert targets.collisions == 0
+
+
+def test_two_centres_in_one_cell_keep_the_larger_box_and_count_the_collision():
+    small = [0.05, 0.05, 0.15, 0.15]
+    large = [0.00, 0.00, 0.22, 0.20]  # both centres in cell (0, 0) of a 4x4 grid
+    for order in ([small, large], [large, small]):
+        targets = assign_targets([torch.tensor(order)], 4, 4)
+        assert int(targets.positive.sum()) == 1
+        torch.testing.assert_close(targets.boxes[0, 0], torch.tensor(large))
+        assert targets.collisions == 1
+
+
+def test_images_without_boxes_have_no_positive_cells():
+    targets = assign_targets([torch.zeros(0, 4), torch.tensor([[0.1, 0.1, 0.3, 0.3]])], 2, 2)
+    assert targets.positive[0].sum() == 0
+    assert targets.positive[1].sum() == 1
+
+
+def _raw_for_boxes(boxes: torch.Tensor, grid: int, coding: GridCoding) -> torch.Tensor:
+    """Raw head output whose decode puts exactly `boxes` (one per image, [B, 4]) in their cells."""
+    raw = torch.zeros(boxes.shape[0], 5, grid, grid, dtype=torch.float64)
+    raw[:, 0] = -10.0
+    for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+        row, col = int(cy * grid), int(cx * grid)
+        raw[i, 0, row, col] = 10.0
+        raw[i, 1, row, col] = torch.logit(torch.tensor(cx * grid - col, dtype=torch.float64))
+        raw[i, 2, row, col] = torch.logit(torch.tensor(cy * grid - row, dtype=torch.float64))
+        raw[i, 3, row, col] = torch.log(torch.tensor(w / coding.prior_w, dtype=torch.float64))
+        raw[i, 4, row, col] = torch.log(torch.tensor(h / coding.prior_h, dtype=torch.float64))
+    return raw
+
+
+def test_perfect_prediction_has_zero_box_losses():
+    coding = GridCoding()
+    truth = torch.tensor([[0.1, 0.2, 0.4, 0.5], [0.5, 0.55, 0.8, 0.9]], dtype=torch.float64)
+    raw = _raw_for_boxes(truth, 4, coding)
+    parts = compute_loss(raw, assign_targets(list(truth[:, None]), 4, 4), coding=coding)
+    # 1e-5: the IoU losses divide by (union + eps), a relative bias of eps / area ~ 1e-6 here.
+    assert parts.iou.item() == pytest.approx(0.0, abs=1e-5)
+    assert parts.corner.item() == pytest.approx(0.0, abs=1e-6)
+    assert parts.center_size.item() == pytest.approx(0.0, abs=1e-6)
+    assert parts.objectness.item() < 1e-3
+    assert parts.n_positive.item() == 2
+
+
+def test_box_branches_equal_the_losses_on_the_positive_cells_only():
+    torch.manual_seed(0)
+    raw = torch.randn(3, 5, 4, 4, dtype=torch.float64)
+    boxes = [
+        torch.tensor([[0.1, 0.1, 0.3, 0.4]]),
+        torch.zeros(0, 4),
+        torch.tensor([[0.5, 0.5, 0.9, 0.7], [0.05, 0.6, 0.2, 0.95]]),
+    ]
+    targets = assign_targets(boxes, 4, 4)
+    parts = compute_loss(raw, targets, LossWeights(iou_kind="ciou"))
+    decoded, _ = decode_grid(raw)
+    pred, target = decoded[targets.positive], targets.boxes[targets.positive].double()
+    torch.testing.assert_close(
+        parts.iou, losses.ciou_loss(pred, target, reduction="mean"), check_dtype=False
+    )
+    torch.testing.assert_close(parts.corner, losses.l1_corner_loss(pred, target, reduction="mean"))
+    torch.testing.assert_close(
+        parts.center_size, losses.l1_center_size_loss(pred, target, reduction="mean")
+    )
+
+
+def test_box_gradients_reach_only_positive_cells():
+    raw = torch.randn(1, 5, 4, 4, requires_grad=True)
+    targets = assign_targets([torch.tensor([[0.1, 0.1, 0.3, 0.3]])], 4, 4)
+    compute_loss(raw, targets, LossWeights(objectness=0.0)).total.backward()
+    box_grad = raw.grad[0, 1:].abs().sum(dim=0).flatten()  # [16]
+    assert box_grad[0] > 0
+    assert torch.count_nonzero(box_grad[1:]) == 0
+
+
+def test_iou_ramp_scales_only_the_iou_branch():
+    torch.manual_seed(1)
+    raw = torch.randn(2, 5, 2, 2)
+    targets = assign_targets([torch.tensor([[0.1, 0.1, 0.4, 0.4]]), torch.zeros(0, 4)], 2, 2)
+    full = compute_loss(raw, targets, iou_ramp=1.0)
+    none = compute_loss(raw, targets, iou_ramp=0.0)
+    torch.testing.assert_close(full.total - none.total, LossWeights().iou * full.iou)
+
+
+def test_targets_for_another_grid_are_rejected():
+    with pytest.raises(ConfigError, match="grid"):
+        compute_loss(torch.zeros(1, 5, 4, 4), assign_targets([torch.zeros(0, 4)], 2, 2))
+
+
+def test_unknown_iou_loss_is_rejected():
+    with pytest.raises(ConfigError, match="iou_kind"):
+        LossWeights(iou_kind="iou")
