@@ -1,0 +1,141 @@
+"""Shared hypothesis strategies for the test suite.
+
+Boxes are xyxy tuples of Python floats `(x1, y1, x2, y2)` in continuous coordinates (width =
+x2 - x1); `box_tensors` / `matched_box_tensors` turn a box strategy into Tensor[N, 4] batches.
+Pixel boxes live in a `width x height` image, normalized boxes in the unit square.
+
+Others may append strategies at the end of this module; do not edit the existing ones (tests
+across the suite rely on what they generate).
+"""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import strategies as st
+
+Box = tuple[float, float, float, float]
+
+
+def coordinates(low: float, high: float) -> st.SearchStrategy[float]:
+    """Finite floats in [low, high], no subnormals."""
+    return st.floats(low, high, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+
+
+def image_sizes(min_side: int = 16, max_side: int = 2048) -> st.SearchStrategy[tuple[int, int]]:
+    """(width, height) of an image in pixels, each side in [min_side, max_side]."""
+    side = st.integers(min_side, max_side)
+    return st.tuples(side, side)
+
+
+@st.composite
+def _ordered_span(draw: st.DrawFn, extent: float, min_size: float) -> tuple[float, float]:
+    """(lo, hi) with 0 <= lo, lo + min_size <= hi <= extent."""
+    lo = draw(coordinates(0.0, extent - min_size))
+    hi = draw(coordinates(min(lo + min_size, extent), extent))
+    return lo, hi
+
+
+@st.composite
+def ordered_boxes(
+    draw: st.DrawFn, width: float = 1.0, height: float = 1.0, min_size: float = 0.0
+) -> Box:
+    """An ordered box inside [0, width] x [0, height] with both sides >= min_size.
+
+    min_size > 0 gives boxes with x1 < x2 and y1 < y2 strictly (no tied corners).
+    """
+    x1, x2 = draw(_ordered_span(width, min_size))
+    y1, y2 = draw(_ordered_span(height, min_size))
+    return (x1, y1, x2, y2)
+
+
+def normalized_boxes(min_size: float = 0.0) -> st.SearchStrategy[Box]:
+    """An ordered box in the unit square with both sides >= min_size."""
+    return ordered_boxes(1.0, 1.0, min_size)
+
+
+@st.composite
+def pixel_boxes_with_image(draw: st.DrawFn, min_size: float = 1.0) -> tuple[Box, tuple[int, int]]:
+    """(box, (width, height)): an ordered pixel box with sides >= min_size inside its image."""
+    width, height = draw(image_sizes())
+    return draw(ordered_boxes(float(width), float(height), min_size)), (width, height)
+
+
+@st.composite
+def unordered_boxes(draw: st.DrawFn, width: float = 1.0, height: float = 1.0) -> Box:
+    """Four coordinates inside the image in any corner order (x1 > x2 and/or y1 > y2 allowed)."""
+    x1, x2 = draw(coordinates(0.0, width)), draw(coordinates(0.0, width))
+    y1, y2 = draw(coordinates(0.0, height)), draw(coordinates(0.0, height))
+    return (x1, y1, x2, y2)
+
+
+@st.composite
+def loose_boxes(draw: st.DrawFn, width: float = 1.0, height: float = 1.0) -> Box:
+    """Four coordinates in [-width, 2 width] x [-height, 2 height] in any corner order.
+
+    The box may lie partly or entirely outside the image, on any side, or be degenerate.
+    """
+    x1, x2 = draw(coordinates(-width, 2 * width)), draw(coordinates(-width, 2 * width))
+    y1, y2 = draw(coordinates(-height, 2 * height)), draw(coordinates(-height, 2 * height))
+    return (x1, y1, x2, y2)
+
+
+@st.composite
+def boxes_partly_outside(
+    draw: st.DrawFn, width: float = 1.0, height: float = 1.0, min_size: float = 0.0
+) -> Box:
+    """An ordered box with at least one side strictly outside the image, the rest inside.
+
+    Pushed-out sides lie at least 1e-3 of the image extent beyond the border (never on it), so
+    clipping them is unambiguous.
+    """
+    x1, y1, x2, y2 = draw(ordered_boxes(width, height, min_size))
+    sides = draw(st.sets(st.sampled_from(("x1", "y1", "x2", "y2")), min_size=1))
+    if "x1" in sides:
+        x1 = -draw(coordinates(1e-3 * width, width))
+    if "y1" in sides:
+        y1 = -draw(coordinates(1e-3 * height, height))
+    if "x2" in sides:
+        x2 = width + draw(coordinates(1e-3 * width, width))
+    if "y2" in sides:
+        y2 = height + draw(coordinates(1e-3 * height, height))
+    return (x1, y1, x2, y2)
+
+
+@st.composite
+def degenerate_boxes(draw: st.DrawFn, width: float = 1.0, height: float = 1.0) -> Box:
+    """A box inside the image with zero width, zero height, or both (a point)."""
+    x1, y1, x2, y2 = draw(ordered_boxes(width, height))
+    kind = draw(st.sampled_from(("zero_width", "zero_height", "point")))
+    if kind in ("zero_width", "point"):
+        x2 = x1
+    if kind in ("zero_height", "point"):
+        y2 = y1
+    return (x1, y1, x2, y2)
+
+
+def box_tensors(
+    boxes: st.SearchStrategy[Box],
+    min_n: int = 0,
+    max_n: int = 8,
+    dtype: torch.dtype = torch.float64,
+) -> st.SearchStrategy[torch.Tensor]:
+    """Tensor[N, 4] of boxes drawn from `boxes`, min_n <= N <= max_n."""
+    return st.lists(boxes, min_size=min_n, max_size=max_n).map(
+        lambda rows: torch.tensor(rows, dtype=dtype).reshape(-1, 4)
+    )
+
+
+@st.composite
+def matched_box_tensors(
+    draw: st.DrawFn,
+    boxes1: st.SearchStrategy[Box],
+    boxes2: st.SearchStrategy[Box] | None = None,
+    min_n: int = 1,
+    max_n: int = 8,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b), both Tensor[N, 4] with the same N: a from boxes1, b from boxes2 (or boxes1)."""
+    n = draw(st.integers(min_n, max_n))
+    a = draw(box_tensors(boxes1, n, n, dtype))
+    b = draw(box_tensors(boxes1 if boxes2 is None else boxes2, n, n, dtype))
+    return a, b
