@@ -15,7 +15,9 @@ from cxrbox import __version__
 from cxrbox.errors import CxrboxError
 
 # Module names under cxrbox.commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("train", "eval", "predict", "cache", "viz_data", "synth")
+COMMAND_MODULES: tuple[str, ...] = (
+    "train", "eval", "predict", "diagnose", "plot", "bench", "cache", "viz_data", "synth",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

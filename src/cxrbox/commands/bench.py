@@ -1,0 +1,47 @@
+"""`cxrbox bench`: images/s of the full training step and the achieved GFLOP/s."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="time the full training step (images/s, GFLOP/s vs matmul)",
+        description="Time the trainer's full step (targets, forward, loss, backward, clipping, "
+        "monitors, optimizer, scheduler) on a fixed random batch. On CUDA it uses bf16 "
+        "autocast and channels_last.",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--image-size", dest="image_size", type=int, default=256)
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (after 3 warmup)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--head", default="grid")
+    parser.add_argument(
+        "--monitor-overhead",
+        dest="monitor_overhead",
+        action="store_true",
+        help="also measure the monitors' share of the step (alternating steps)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cxrbox.bench import benchmark_train_step, monitor_overhead
+    from cxrbox.config import TrainConfig
+
+    config = TrainConfig(
+        device=args.device,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        head=args.head,
+        bf16=args.device.startswith("cuda"),
+        channels_last=True,
+    )
+    result = benchmark_train_step(config, steps=args.steps, compile_model=args.compile)
+    print("\n".join(result.lines()))
+    if args.monitor_overhead:
+        print(f"monitor overhead: {monitor_overhead(config):+.1%} of a training step")
+    return 0
