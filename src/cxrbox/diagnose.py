@@ -7,7 +7,7 @@ Checks, in order (`CHECK_NAMES`), each on the configuration and ITS data:
 - box_sync: every box of up to `BOX_SYNC_SAMPLES` positive samples painted at the image's real
   size and run through the TRAINING transforms (`probes.check_box_sync(cases=...)`);
 - position_sensitivity: a blob fitted at stride-aligned positions must be found at held-out
-  ones (`probes.check_position_heldout`; the original pooled head fails);
+  ones (`probes.check_position_sensitivity`; the original pooled head fails);
 - optimizer_step, gradient_flow: one step / one backward on `PROBE_BATCH` real images;
 - lr_schedule: the configured warmup + cosine at the data's steps per epoch;
 - overfit: one real single-box positive sample at `OVERFIT_SIZE` px rolled to 16 positions,
@@ -46,7 +46,7 @@ from cxrbox.probes import (
     check_lr_schedule,
     check_optimizer_step,
     check_overfit,
-    check_position_heldout,
+    check_position_sensitivity,
     shifted_copies,
 )
 
@@ -364,7 +364,7 @@ def run_checklist(
     checks: dict[str, Callable[[], CheckResult]] = {
         "labels": lambda: check_labels(data, config),
         "box_sync": lambda: check_data_box_sync(data, config),
-        "position_sensitivity": lambda: check_position_heldout(config),
+        "position_sensitivity": lambda: check_position_sensitivity(config),
         "optimizer_step": optimizer_step,
         "gradient_flow": gradient_flow,
         "lr_schedule": lr_schedule,

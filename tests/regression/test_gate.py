@@ -17,6 +17,7 @@ from cxrbox.probes import (
     check_lr_schedule,
     check_optimizer_step,
     check_overfit,
+    check_position_sensitivity,
     overfit,
 )
 from cxrbox.train import build_state, train_step
@@ -50,6 +51,14 @@ def test_pooled_head_fails_the_variance_check(default_config, copies):
     result = check_overfit(default_config.replace(head="pooled"), copies, OVERFIT_STEPS, THRESHOLDS)
     assert result.status == "fail"
     assert "do not follow the content" in result.message
+
+
+@pytest.mark.parametrize(("head", "expected"), [("grid", "pass"), ("pooled", "fail")])
+def test_position_sensitivity_separates_the_grid_head_from_the_pooled_head(
+    default_config, head, expected
+):
+    result = check_position_sensitivity(default_config.replace(head=head))
+    assert result.status == expected, result.message
 
 
 def test_one_optimizer_step_changes_every_trainable_parameter(default_config, copies):
