@@ -8,6 +8,7 @@ pull-request gate (`tests/regression`) asserts on them; `cxrbox diagnose` prints
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -338,14 +339,24 @@ def check_gradient_flow(config: TrainConfig, images: Tensor, boxes: list[Tensor]
     )
 
 
+def dry_run_lr_curves(state: Any) -> list[list[float]]:
+    """LR per step of every param group over the whole run: the trainer's own scheduler stepped
+    without training (state from `build_state`; its scheduler is consumed)."""
+    curves: list[list[float]] = [[] for _ in state.optimizer.param_groups]
+    with warnings.catch_warnings():
+        # A dry run steps the scheduler without optimizer steps on purpose.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+        for _ in range(state.total_steps):
+            for curve, group in zip(curves, state.optimizer.param_groups, strict=True):
+                curve.append(group["lr"])
+            state.scheduler.step()
+    return curves
+
+
 def check_lr_schedule(config: TrainConfig, steps_per_epoch: int) -> CheckResult:
     """Step the trainer's own optimizer + scheduler dry (no gradients) and audit the LR curve."""
     state = build_state(config, steps_per_epoch=steps_per_epoch)
-    curves: list[list[float]] = [[] for _ in state.optimizer.param_groups]
-    for _ in range(state.total_steps):
-        for curve, group in zip(curves, state.optimizer.param_groups, strict=True):
-            curve.append(group["lr"])
-        state.scheduler.step()
+    curves = dry_run_lr_curves(state)
     problems = [
         f"group {i}: {p}"
         for i, curve in enumerate(curves)
@@ -449,7 +460,7 @@ def check_loss_coordinates(config: TrainConfig) -> CheckResult:
     clipped = [outside[0].clamp(0, 1)]
     loss_outside = compute_loss(raw, assign_targets(outside, 2, 2), state.weights, state.coding)
     loss_clipped = compute_loss(raw, assign_targets(clipped, 2, 2), state.weights, state.coding)
-    gap = abs(float(loss_outside.total) - float(loss_clipped.total))
+    gap = abs(loss_outside.total.item() - loss_clipped.total.item())
     (grad,) = torch.autograd.grad(loss_outside.total, raw)
     # The decoded x1, y1 of cell (0, 0) are clamped at 0; tx, ty still move x2, y2, so check
     # that the clamped corners carry no gradient by differentiating the decoded box itself.

@@ -18,6 +18,7 @@ from cxrbox.probes import (
     check_optimizer_step,
     check_overfit,
     check_position_sensitivity,
+    dry_run_lr_curves,
     overfit,
 )
 from cxrbox.train import build_state, train_step
@@ -91,11 +92,7 @@ def test_batchnorm_buffers_move_in_train_mode_and_stay_in_eval_mode(default_conf
 
 def test_warmup_lr_curve_is_monotonic_peaks_at_base_then_cosine(default_config):
     state = build_state(default_config.replace(warmup_epochs=2, epochs=6), steps_per_epoch=10)
-    curves = [[] for _ in state.optimizer.param_groups]
-    for _ in range(state.total_steps):
-        for curve, group in zip(curves, state.optimizer.param_groups, strict=True):
-            curve.append(group["lr"])
-        state.scheduler.step()
+    curves = dry_run_lr_curves(state)
     w = state.warmup_steps
     for curve in curves:
         warmup, cosine = curve[: w + 1], curve[w:]
