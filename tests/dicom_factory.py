@@ -204,3 +204,12 @@ def _jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def write_random_dicoms(folder: Path, shapes: dict[str, tuple[int, int]], seed: int = 0) -> Path:
+    """One uniform-noise 8-bit DICOM `<patientId>.dcm` per entry of `shapes` (rows, cols)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for pid, shape in shapes.items():
+        make_dicom(folder / f"{pid}.dcm", rng.integers(0, 256, shape, dtype=np.uint8))
+    return folder

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tests.dicom_factory import make_dicom
+from tests.dicom_factory import write_random_dicoms
 
 from cxrbox import cache as cache_module
 from cxrbox.cache import (
@@ -27,12 +27,7 @@ SHAPES = {"pa": (48, 48), "pb": (40, 64), "pc": (64, 32)}
 
 @pytest.fixture
 def images_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for pid, shape in SHAPES.items():
-        make_dicom(folder / f"{pid}.dcm", rng.integers(0, 256, shape, dtype=np.uint8))
-    return folder
+    return write_random_dicoms(tmp_path / "images", SHAPES)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.dicom_factory import make_dicom
+from tests.dicom_factory import write_random_dicoms
 from torch.utils.data import DataLoader
 
 from cxrbox.augment import build_transforms
@@ -41,12 +41,7 @@ SHAPES = {"p0": (64, 64), "p1": (64, 64), "p2": (80, 64), "p3": (64, 80)}
 
 @pytest.fixture
 def images_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for pid, shape in SHAPES.items():
-        make_dicom(folder / f"{pid}.dcm", rng.integers(0, 256, shape, dtype=np.uint8))
-    return folder
+    return write_random_dicoms(tmp_path / "images", SHAPES)
 
 
 def test_sample_has_documented_shapes_and_dtypes(images_dir: Path) -> None:

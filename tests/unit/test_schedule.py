@@ -214,10 +214,9 @@ def test_audit_flags_cosine_that_counted_from_step_zero():
     assert any("end of warmup" in p for p in problems)
 
 
-def test_audit_flags_hand_set_warmup_over_a_torch_cosine():
-    # The same bug as the original loop wrote it: a stock CosineAnnealingLR stepped from step 0
-    # while the warmup overwrote group["lr"] by hand.
-    base, warmup, total = 0.1, 10, 100
+def _hand_warmup_over_stock_cosine(base: float, warmup: int, total: int) -> list[float]:
+    """The LRs the original loop used: warmup written into group["lr"] by hand while a stock
+    CosineAnnealingLR stepped from step 0."""
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=base)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
@@ -228,6 +227,14 @@ def test_audit_flags_hand_set_warmup_over_a_torch_cosine():
         used.append(opt.param_groups[0]["lr"])
         opt.step()
         cosine.step()
+    return used
+
+
+def test_audit_flags_hand_set_warmup_over_a_torch_cosine():
+    # The same bug as the original loop wrote it: a stock CosineAnnealingLR stepped from step 0
+    # while the warmup overwrote group["lr"] by hand.
+    base, warmup, total = 0.1, 10, 100
+    used = _hand_warmup_over_stock_cosine(base, warmup, total)
     assert any("end of warmup" in p for p in audit_lr_curve(used, base, warmup, rtol=1e-6))
 
 
@@ -241,16 +248,7 @@ def test_audit_compared_with_curve_flags_a_cosine_on_a_shifted_clock():
     # the end of warmup tiny (6e-5 relative), so only the step-by-step comparison sees that the
     # whole cosine runs low (about 4% at mid-run).
     base, warmup, total = 0.1, 50, 2000
-    param = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([param], lr=base)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    used = []
-    for t in range(total):
-        if t < warmup:
-            opt.param_groups[0]["lr"] = base * (t + 1) / warmup
-        used.append(opt.param_groups[0]["lr"])
-        opt.step()
-        cosine.step()
+    used = _hand_warmup_over_stock_cosine(base, warmup, total)
     assert audit_lr_curve(used, base, warmup, rtol=1e-3) == []
     problems = audit_lr_curve(used, base, warmup, rtol=1e-3, min_lr_ratio=0.0)
     assert any("departs from the warmup+cosine curve" in p for p in problems)
