@@ -52,7 +52,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.05
-    grad_clip: float = 10.0
+    # Loose: only spikes are clipped. A healthy 70-epoch grid run on 600 synthetic images had a
+    # median total gradient norm of 11.6, p99 28, max 85; the former 10.0 clipped 67 % of steps.
+    grad_clip: float = 50.0
     iou_loss: str = "giou"
     loss_objectness: float = 1.0
     loss_iou: float = 2.0
