@@ -114,8 +114,14 @@ def plot_gradients(steps: list[dict], grad_clip: float, out: Path) -> Path:
     return _save(fig, out)
 
 
-def plot_val_predictions(run_dir: Path, samples: list[dict], out: Path, columns: int = 4) -> Path:
-    """Rows: validation images; columns: epochs spread over the run; truth green, preds red."""
+def plot_val_predictions(
+    run_dir: Path, samples: list[dict], score_threshold: float, out: Path, columns: int = 4
+) -> Path:
+    """Rows: validation images; columns: epochs spread over the run; truth green, preds red.
+
+    The records hold the top-k predictions whatever their score (mean IoU scores them that
+    way); those under `score_threshold`, which `predict` would not output, are drawn dotted.
+    """
     plt = _pyplot()
     from matplotlib.patches import Rectangle
 
@@ -140,11 +146,19 @@ def plot_val_predictions(run_dir: Path, samples: list[dict], out: Path, columns:
                 )
             for box, score in zip(record["boxes"][row], record["scores"][row], strict=True):
                 x1, y1, x2, y2 = (v * size for v in box)
-                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", lw=1))
-                ax.text(x1, y1, f"{score:.2f}", color="red", fontsize=6, va="bottom")
+                kept = score >= score_threshold
+                style = {"lw": 1.2, "ls": "-"} if kept else {"lw": 0.8, "ls": ":", "alpha": 0.6}
+                ax.add_patch(
+                    Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", **style)
+                )
+                if kept:
+                    ax.text(x1, y1, f"{score:.2f}", color="red", fontsize=6, va="bottom")
             if row == 0:
                 ax.set_title(f"epoch {record['epoch']}", fontsize=9)
-    fig.suptitle("Validation images: truth (green) vs predictions (red, with score) over epochs")
+    fig.suptitle(
+        "Validation images over epochs: truth (green), predictions with their score (red);\n"
+        f"dotted: top-k predictions scoring under the threshold {score_threshold}"
+    )
     return _save(fig, out)
 
 
@@ -168,5 +182,9 @@ def write_plots(run_dir: str | Path) -> list[Path]:
         )
         written.append(plot_gradients(steps, config["grad_clip"], out / "gradients.png"))
     if samples and (run_dir / VAL_SAMPLES_NAME).exists():
-        written.append(plot_val_predictions(run_dir, samples, out / "val_predictions.png"))
+        written.append(
+            plot_val_predictions(
+                run_dir, samples, config["score_threshold"], out / "val_predictions.png"
+            )
+        )
     return written
