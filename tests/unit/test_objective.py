@@ -85,7 +85,10 @@ def test_box_branches_equal_the_losses_on_the_positive_cells_only():
 
 
 def test_box_gradients_reach_only_positive_cells():
-    raw = torch.randn(1, 5, 4, 4, requires_grad=True)
+    # Seeded and scaled: with log-sizes near 2 the positive cell's box covers the whole image,
+    # every corner is clipped and, by design, no gradient reaches it (2 of 3000 unscaled seeds).
+    generator = torch.Generator().manual_seed(0)
+    raw = (0.5 * torch.randn(1, 5, 4, 4, generator=generator)).requires_grad_()
     targets = assign_targets([torch.tensor([[0.1, 0.1, 0.3, 0.3]])], 4, 4)
     compute_loss(raw, targets, LossWeights(objectness=0.0)).total.backward()
     box_grad = raw.grad[0, 1:].abs().sum(dim=0).flatten()  # [16]
