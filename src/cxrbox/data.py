@@ -129,7 +129,8 @@ class RSNADataset(Dataset):
             )
             self.cache.require(self.patient_ids)
             log.info(
-                "using image cache %s (%d images, %d px)",
+                "%d images from cache %s (%d images, %d px)",
+                len(self.patient_ids),
                 self.cache.path,
                 len(self.cache),
                 self.cache.size,

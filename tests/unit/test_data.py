@@ -141,9 +141,10 @@ def test_cache_path_logs_its_use(
     images_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = build_cache(images_dir, list(LABELS), SIZE, tmp_path / "c.npy")
+    subset = dict(list(LABELS.items())[:3])  # a split uses part of the cache; both counts shown
     with caplog.at_level(logging.INFO, logger="cxrbox.data"):
-        RSNADataset(None, LABELS, build_transforms(False, SIZE), cache=path)
-    assert f"using image cache {path} (4 images, {SIZE} px)" in caplog.messages
+        RSNADataset(None, subset, build_transforms(False, SIZE), cache=path)
+    assert f"3 images from cache {path} (4 images, {SIZE} px)" in caplog.messages
 
 
 def test_cache_missing_a_labelled_patient_raises(images_dir: Path, tmp_path: Path) -> None:
