@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -152,39 +152,12 @@ def write_dataset(path: str | Path, ds: Dataset) -> Path:
     return path
 
 
-def make_dicom(
-    path: str | Path,
-    pixels: np.ndarray,
-    *,
-    bits_stored: int = 8,
-    signed: bool = False,
-    photometric: str | None = None,
-    transfer_syntax: TransferSyntax = "explicit",
-    rescale: tuple[float, float] | None = None,
-    window: tuple[float, float] | None = None,
-    voi_lut_function: str | None = None,
-    voi_lut: tuple[int, Sequence[int]] | None = None,
-    modality_lut: tuple[int, Sequence[int]] | None = None,
-    frames: int = 1,
-    samples_per_pixel: int = 1,
-    jpeg_quality: int = 95,
-) -> Path:
-    """Write `make_dataset(pixels, ...)` to `path` (PatientID = file stem); return the path."""
-    ds = make_dataset(
-        pixels,
-        bits_stored=bits_stored,
-        signed=signed,
-        photometric=photometric,
-        transfer_syntax=transfer_syntax,
-        rescale=rescale,
-        window=window,
-        voi_lut_function=voi_lut_function,
-        voi_lut=voi_lut,
-        modality_lut=modality_lut,
-        frames=frames,
-        samples_per_pixel=samples_per_pixel,
-        jpeg_quality=jpeg_quality,
-    )
+def make_dicom(path: str | Path, pixels: np.ndarray, **options: Any) -> Path:
+    """Write `make_dataset(pixels, **options)` to `path` (PatientID = file stem); return the path.
+
+    `options` are make_dataset's keywords; an unknown one raises TypeError there.
+    """
+    ds = make_dataset(pixels, **options)
     ds.PatientID = Path(path).stem
     return write_dataset(path, ds)
 
