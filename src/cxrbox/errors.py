@@ -46,3 +46,18 @@ class CollapseError(TrainingError):
 
 class CheckpointError(CxrboxError):
     """A checkpoint or run directory cannot be loaded or resumed."""
+
+
+class CheckpointVersionError(CheckpointError):
+    """A checkpoint was written in a format this cxrbox does not read (newer or older)."""
+
+    def __init__(self, path: str, found: object, expected: int, hint: str) -> None:
+        self.path, self.found, self.expected = path, found, expected
+        super().__init__(
+            f"checkpoint {path} has format version {found}; this cxrbox reads version "
+            f"{expected}. {hint}"
+        )
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (disk full, permissions); the previous one is left intact."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 import torch
 
 from cxrbox import checkpoint
 from cxrbox.checkpoint import load_checkpoint, save_checkpoint
-from cxrbox.errors import CheckpointError
+from cxrbox.errors import CheckpointError, CheckpointVersionError, CheckpointWriteError
 
 
 def test_round_trip(tmp_path):
@@ -21,12 +24,12 @@ def test_failure_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, m
     path = tmp_path / "last.pt"
     save_checkpoint({"epoch": 1}, path)
 
-    def crash(obj, handle):
+    def disk_full(obj, handle):
         handle.write(b"half a checkpoint")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint.torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(CheckpointWriteError, match=r"last\.pt: No space left on device"):
         save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
@@ -48,6 +51,54 @@ def test_foreign_torch_file_is_rejected(tmp_path):
     torch.save({"model": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a cxrbox checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_newer_format_names_the_file_and_the_version_read(tmp_path):
+    torch.save({"version": checkpoint.CHECKPOINT_VERSION + 1}, tmp_path / "new.pt")
+    with pytest.raises(
+        CheckpointVersionError, match=r"new\.pt has format version 3.*reads version 2"
+    ):
+        load_checkpoint(tmp_path / "new.pt")
+
+
+def test_format_1_checkpoint_is_refused_with_the_upgrade_command_and_upgrades(tmp_path):
+    import random
+
+    import numpy as np
+
+    old = {
+        "version": 1,
+        "epoch": 1,
+        "rng": {
+            "torch": torch.random.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        },
+    }
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"python -m cxrbox.checkpoint upgrade .*old\.pt"):
+        load_checkpoint(tmp_path / "old.pt")
+    assert checkpoint.main(["upgrade", str(tmp_path / "old.pt"), str(tmp_path / "new.pt")]) == 0
+    state = load_checkpoint(tmp_path / "new.pt")
+    assert state["epoch"] == 1
+    checkpoint.restore_rng_state(state["rng"])
+    assert np.random.get_state()[1].tolist() == old["rng"]["numpy"][1].tolist()
+    assert random.getstate() == old["rng"]["python"]
+
+
+def test_checkpoint_state_loads_with_weights_only(tmp_path):
+    import random
+
+    import numpy as np
+
+    random.gauss(0, 1)  # a cached gaussian is part of the python state
+    save_checkpoint({"rng": checkpoint.capture_rng_state()}, tmp_path / "rng.pt")
+    torch.load(tmp_path / "rng.pt", weights_only=True)
+    expected = (np.random.rand(3), random.random(), torch.rand(2))
+    checkpoint.restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    again = (np.random.rand(3), random.random(), torch.rand(2))
+    assert np.array_equal(expected[0], again[0]) and expected[1] == again[1]
+    assert torch.equal(expected[2], again[2])
 
 
 def test_rng_state_round_trip():
