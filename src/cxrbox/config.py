@@ -67,6 +67,10 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "cpu"
+    # Also write last.pt every this many steps (0: at epoch ends only); see cxrbox.resume.
+    # Default config on this CPU (under load): a step took 4.0 s, a save 0.15 s (21 MB), so 200
+    # steps cost 0.02 %; still < 2 % for steps down to 40 ms. A crash loses <= 200 steps.
+    checkpoint_every_steps: int = 200
 
     # Evaluation and decode.
     score_threshold: float = 0.3
@@ -92,6 +96,11 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "synthetic_n", "top_k", "monitor_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every_steps < 0:
+            raise ConfigError(
+                f"checkpoint_every_steps must be >= 0 (0: epoch ends only), "
+                f"got {self.checkpoint_every_steps}"
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

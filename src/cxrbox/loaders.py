@@ -89,22 +89,28 @@ def open_or_build_cache(images: Path, patient_ids: list[str], size: int) -> Imag
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A permutation drawn from (seed, epoch): the same order whether a run was resumed or not."""
+    """A permutation drawn from (seed, epoch): the same order whether a run was resumed or not.
+
+    `start`: how many of the epoch's indices were already consumed (a run resumed mid-epoch);
+    they are skipped, so the epoch continues where it stopped. It stays set until changed.
+    """
 
     def __init__(self, n: int, seed: int) -> None:
         self.n = n
         self.seed = seed
         self.epoch = 0
+        self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        return iter(order[self.start :])
 
     def __len__(self) -> int:
-        return self.n
+        return max(self.n - self.start, 0)
 
 
 def seed_worker(worker_id: int) -> None:

@@ -63,15 +63,25 @@ def read_records(run_dir: str | Path, kind: str | None = None) -> Iterator[dict[
                 yield record
 
 
-def truncate_after_step(run_dir: str | Path, global_step: int) -> None:
-    """Drop records past `global_step` (used on resume, so a crashed epoch is not logged twice)."""
+def truncate_after_step(
+    run_dir: str | Path, global_step: int, epochs_done: int | None = None
+) -> None:
+    """Drop records past `global_step`, and epoch records past `epochs_done` when given (used
+    on resume, so steps and epochs after the checkpoint are not logged twice)."""
     path = Path(run_dir) / JSONL_NAME
     if not path.exists():
         return
+
+    def kept_record(record: dict[str, Any]) -> bool:
+        late_epoch = (
+            epochs_done is not None
+            and record.get("kind") in ("epoch", "val_samples")
+            and float(record.get("epoch") or 0) > epochs_done
+        )
+        return float(record.get("step") or 0) <= global_step and not late_epoch
+
     kept = [
-        line
-        for line in path.read_text().splitlines(keepends=True)
-        if json.loads(line).get("step", 0) <= global_step
+        line for line in path.read_text().splitlines(keepends=True) if kept_record(json.loads(line))
     ]
     path.write_text("".join(kept))
     csv_path = Path(run_dir) / CSV_NAME
@@ -83,7 +93,7 @@ def truncate_after_step(run_dir: str | Path, global_step: int) -> None:
             with open(csv_path, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, list(header))
                 writer.writeheader()
-                writer.writerows(r for r in rows if float(r.get("step") or 0) <= global_step)
+                writer.writerows(r for r in rows if kept_record(r))
 
 
 def _csv_cell(value: Any) -> Any:

@@ -2,10 +2,11 @@
 
 One step: targets assigned on the host -> forward (optional bf16 autocast) -> loss (every branch
 on clipped, ordered boxes) -> non-finite check -> backward -> gradient clipping -> monitors ->
-`opt.step()` -> `scheduler.step()` (per step: linear warmup, then cosine). Each epoch ends with
-an evaluation through the shared decode and `last.pt` / `best.pt` written atomically.
-A resumed run (`resume=RUN_DIR`) restarts at the epoch after `last.pt` with the RNG state,
-optimizer and scheduler it had, so on CPU it continues exactly.
+`opt.step()` -> `scheduler.step()` (per step: linear warmup, then cosine). `last.pt` is written
+atomically every `checkpoint_every_steps` steps; each epoch ends with an evaluation through the
+shared decode and `last.pt` / `best.pt`. A resumed run (`resume=RUN_DIR`) restarts at the step
+after `last.pt`, mid-epoch if need be, with the RNG state, optimizer and scheduler it had, so on
+CPU it continues exactly (`cxrbox.resume`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cxrbox.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from cxrbox.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from cxrbox.config import TrainConfig, config_from_dict, save_config
 from cxrbox.decode import GridCoding
 from cxrbox.errors import CheckpointError, CollapseError, NonFiniteLossError
@@ -35,6 +36,7 @@ from cxrbox.model import BoxRegressor, build_model
 from cxrbox.monitor import MonitorEvent, TrainingMonitor
 from cxrbox.objective import LossParts, LossWeights, assign_targets, compute_loss
 from cxrbox.plots import VAL_SAMPLES_NAME, write_plots
+from cxrbox.resume import epoch_batches, step_checkpoint_due
 from cxrbox.runlog import RunLog, truncate_after_step
 from cxrbox.schedule import build_scheduler
 
@@ -76,7 +78,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 @dataclass
 class TrainState:
-    """Everything a step touches; checkpointed at the end of each epoch."""
+    """Everything a step touches; checkpointed every `checkpoint_every_steps` and each epoch."""
 
     config: TrainConfig
     model: BoxRegressor
@@ -91,8 +93,11 @@ class TrainState:
     total_steps: int
     epoch: int = 0  # epochs completed
     global_step: int = 0
+    epoch_step: int = 0  # batches of the current epoch trained
+    epoch_loss_sum: float = 0.0
     best_metric: float = -math.inf
     events: list[MonitorEvent] = field(default_factory=list)
+    resume_rng: dict[str, Any] | None = None  # a checkpoint's RNG state, until it is restored
 
 
 def build_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
@@ -185,9 +190,13 @@ def train_one_epoch(state: TrainState, loaders: Loaders, runlog: RunLog, progres
     epoch = state.epoch
     loaders.sampler.set_epoch(epoch)
     loaders.train.dataset.set_epoch(epoch)
-    total, count = 0.0, 0
+    batches = epoch_batches(
+        loaders.train, state.epoch_step, state.config.batch_size, state.resume_rng
+    )
+    state.resume_rng = None
     bar = tqdm(
-        loaders.train,
+        batches,
+        total=len(loaders.train),
         desc=f"epoch {epoch + 1}/{state.config.epochs}",
         leave=False,
         # A bar only on a terminal; logs get one line per epoch instead of carriage returns.
@@ -201,10 +210,12 @@ def train_one_epoch(state: TrainState, loaders: Loaders, runlog: RunLog, progres
         record.update(epoch=epoch + 1, dropped_boxes=batch.n_dropped)
         runlog.write("step", record)
         handle_events(state, runlog, state.events[n_events:])
-        total += record["loss"]
-        count += 1
+        state.epoch_step += 1
+        state.epoch_loss_sum += record["loss"]
+        if step_checkpoint_due(state.global_step, state.config.checkpoint_every_steps):
+            save_checkpoint(checkpoint_state(state), runlog.run_dir / "last.pt")
         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
-    return total / max(count, 1)
+    return state.epoch_loss_sum / max(state.epoch_step, 1)
 
 
 def handle_events(state: TrainState, runlog: RunLog, events: list[MonitorEvent]) -> None:
@@ -221,6 +232,8 @@ def checkpoint_state(state: TrainState) -> dict[str, Any]:
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "epoch": state.epoch,
+        "epoch_step": state.epoch_step,
+        "epoch_loss_sum": state.epoch_loss_sum,
         "global_step": state.global_step,
         "best_metric": state.best_metric,
         "config": state.config.to_dict(),
@@ -239,10 +252,12 @@ def restore_state(state: TrainState, checkpoint: dict[str, Any]) -> None:
     state.scheduler.load_state_dict(checkpoint["scheduler"])
     state.epoch = checkpoint["epoch"]
     state.global_step = checkpoint["global_step"]
+    state.epoch_step = checkpoint["epoch_step"]
+    state.epoch_loss_sum = checkpoint["epoch_loss_sum"]
     state.best_metric = checkpoint["best_metric"]
     for key, value in checkpoint["monitor"].items():
         setattr(state.monitor, key, value)
-    restore_rng_state(checkpoint["rng"])
+    state.resume_rng = checkpoint["rng"]  # restored where the epoch's batches start
 
 
 @dataclass(frozen=True)
@@ -273,7 +288,7 @@ def train(
         if checkpoint["epoch"] >= config.epochs:
             raise CheckpointError(f"{run_dir} already finished all {config.epochs} epochs")
         restore_state(state, checkpoint)
-        truncate_after_step(run_dir, state.global_step - 1)
+        truncate_after_step(run_dir, state.global_step - 1, epochs_done=state.epoch)
     log.info(
         "training on %d images, validating on %d (%s data); %d steps/epoch, warmup %d steps",
         loaders.n_train, loaders.n_val, "synthetic" if loaders.source.synthetic else "user",
@@ -293,7 +308,7 @@ def train(
                 predict_batches(state.model, loaders.val, state.coding, config, state.device)
             )
             result = evaluate_image_predictions(predictions, config.score_threshold)
-            state.epoch += 1
+            state.epoch, state.epoch_step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
             runlog.write("val_samples", val_sample_record(state, predictions))
             record = {
                 "epoch": state.epoch,

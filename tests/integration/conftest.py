@@ -21,10 +21,14 @@ def tiny_rsna(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_config(tiny_rsna, tmp_path) -> TrainConfig:
     """A fast training config on `tiny_rsna`: 64 px, narrow model, 2 epochs."""
+    return tiny_config_for(tiny_rsna, tmp_path / "run")
+
+
+def tiny_config_for(tiny_rsna: Path, out: Path) -> TrainConfig:
     return TrainConfig(
         images=str(tiny_rsna / "stage_2_train_images"),
         labels=str(tiny_rsna / "stage_2_train_labels.csv"),
-        out=str(tmp_path / "run"),
+        out=str(out),
         image_size=64,
         batch_size=8,
         width=0.5,
