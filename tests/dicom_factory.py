@@ -186,3 +186,38 @@ def write_random_dicoms(folder: Path, shapes: dict[str, tuple[int, int]], seed: 
     for pid, shape in shapes.items():
         make_dicom(folder / f"{pid}.dcm", rng.integers(0, 256, shape, dtype=np.uint8))
     return folder
+
+
+# Compressed syntaxes `compress_dicom` can write: pydicom's encoders (RLE, JPEG-LS with pyjpegls,
+# JPEG 2000 with pylibjpeg-openjpeg), and gdcm for JPEG Lossless (pydicom has no encoder).
+GDCM_ENCODED = ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70")
+
+
+def compress_dicom(source: str | Path, target: str | Path, uid: str, **encode: Any) -> Path:
+    """Write the (uncompressed) DICOM `source` to `target` in compressed syntax `uid`.
+
+    `encode`: pydicom's encoding options (`jls_error=2` near-lossless, `j2k_cr=[20]` lossy).
+    """
+    import pydicom
+
+    target = Path(target)
+    if uid in GDCM_ENCODED:
+        import gdcm
+
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(source))
+        if not reader.Read():
+            raise ValueError(f"gdcm cannot read {source}")
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(uid)))
+        change.SetInput(reader.GetImage())
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(target))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput() if change.Change() else None)
+        if not writer.Write():
+            raise ValueError(f"gdcm cannot write {uid} to {target}")
+        return target
+    ds = pydicom.dcmread(source)
+    ds.compress(uid, **encode)
+    return write_dataset(target, ds)

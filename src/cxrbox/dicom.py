@@ -1,10 +1,21 @@
 """Read 2-D single-frame grayscale DICOM images as float32 arrays in [0, 1].
 
 Supported transfer syntaxes: implicit/explicit VR little endian, deflated explicit VR little
-endian, explicit VR big endian (all native pixel data) and JPEG Baseline 8-bit
-(1.2.840.10008.1.2.4.50, what the RSNA files use). JPEG is decoded with pydicom's Pillow plugin,
-named explicitly: left to itself pydicom tries gdcm, then pylibjpeg, then Pillow, so an unrelated
-install of pylibjpeg would silently make decoding about 4x slower.
+endian, explicit VR big endian (all native pixel data), and the compressed syntaxes of
+`DECODING_PLUGINS`, each decoded by a pydicom plugin named explicitly (left to itself pydicom
+tries gdcm, then pylibjpeg, then Pillow, whichever happens to be installed). The first plugin of
+a syntax's list that is installed is used; the order is by measured speed (one core, 1024 x 1024
+12-bit image, under load: see `cxrbox bench`/tests/benchmarks/test_bench_dicom.py) and license:
+
+- JPEG Baseline: Pillow (fastest; what the RSNA files use).
+- JPEG Extended: Pillow for 8-bit; 12-bit only with pylibjpeg-libjpeg (GPL-3.0, so optional:
+  `pip install cxrbox[gpl-codecs]`); gdcm and Pillow refuse 12-bit.
+- JPEG Lossless (Process 14, SV1): gdcm (Apache-2.0; 47-69 ms vs libjpeg's 88 ms), then
+  pylibjpeg-libjpeg when installed.
+- JPEG-LS lossless and near-lossless: pyjpegls (MIT; 35-42 ms vs gdcm 46-70, libjpeg 110-127).
+- JPEG 2000 lossless and lossy, HTJ2K: pylibjpeg-openjpeg (MIT; 58-120 ms, gdcm and Pillow
+  within 20 %; the only one with HTJ2K), then gdcm.
+- RLE Lossless: pylibjpeg-rle (MIT; 7 ms vs pydicom's own 79 ms), then pydicom's own.
 
 Intensity rule of `load_pixels` (output brighter = denser, the MONOCHROME2 convention):
 
@@ -35,18 +46,31 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi, pixel_array
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
 )
+from pydicom.uid import JPEGLossless as JPEGLosslessP14
 
 from cxrbox.errors import DataError, DicomError
 
 __all__ = [
+    "DECODING_PLUGINS",
     "JPEG_DECODING_PLUGIN",
     "SUPPORTED_TRANSFER_SYNTAXES",
     "DicomError",
@@ -66,7 +90,36 @@ NATIVE_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
         ExplicitVRBigEndian,
     }
 )
-SUPPORTED_TRANSFER_SYNTAXES: frozenset[str] = NATIVE_TRANSFER_SYNTAXES | {JPEGBaseline8Bit}
+# Compressed syntax -> pydicom decoding plugins in order of preference (module docstring).
+DECODING_PLUGINS: dict[str, tuple[str, ...]] = {
+    JPEGBaseline8Bit: (JPEG_DECODING_PLUGIN,),
+    JPEGExtended12Bit: ("pillow",),  # 8-bit samples; 12-bit: TWELVE_BIT_JPEG_PLUGINS
+    JPEGLosslessP14: ("gdcm", "pylibjpeg"),
+    JPEGLosslessSV1: ("gdcm", "pylibjpeg"),
+    JPEGLSLossless: ("pyjpegls", "gdcm"),
+    JPEGLSNearLossless: ("pyjpegls", "gdcm"),
+    JPEG2000Lossless: ("pylibjpeg", "gdcm"),
+    JPEG2000: ("pylibjpeg", "gdcm"),
+    HTJ2KLossless: ("pylibjpeg",),
+    HTJ2KLosslessRPCL: ("pylibjpeg",),
+    HTJ2K: ("pylibjpeg",),
+    RLELossless: ("pylibjpeg", "pydicom"),
+}
+TWELVE_BIT_JPEG_PLUGINS = ("pylibjpeg",)
+# What to install for a plugin, by syntax family (for the error when none is installed).
+_PACKAGES = {
+    "pillow": "pillow",
+    "gdcm": "python-gdcm",
+    "pyjpegls": "pyjpegls",
+    "pydicom": "pydicom",
+}
+_PYLIBJPEG_PACKAGES: dict[str, str] = {
+    JPEGExtended12Bit: "pylibjpeg-libjpeg (GPL-3.0: pip install cxrbox[gpl-codecs])",
+    JPEGLosslessP14: "pylibjpeg-libjpeg (GPL-3.0: pip install cxrbox[gpl-codecs])",
+    JPEGLosslessSV1: "pylibjpeg-libjpeg (GPL-3.0: pip install cxrbox[gpl-codecs])",
+    RLELossless: "pylibjpeg-rle",
+}
+SUPPORTED_TRANSFER_SYNTAXES: frozenset[str] = NATIVE_TRANSFER_SYNTAXES | set(DECODING_PLUGINS)
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 
@@ -84,8 +137,8 @@ def load_pixels(path: str | Path) -> np.ndarray:
         tsyntax = _check_header(ds)
         if "PixelData" not in ds:
             raise _Invalid("no (7FE0,0010) Pixel Data element")
-        if tsyntax == JPEGBaseline8Bit:
-            stored = pixel_array(ds, decoding_plugin=JPEG_DECODING_PLUGIN)
+        if tsyntax in DECODING_PLUGINS:
+            stored = pixel_array(ds, decoding_plugin=decoding_plugin(ds, tsyntax))
         else:
             # A read-only view of the bytes, unless pydicom must mask unused high bits anyway.
             view_only = ds.BitsStored == ds.BitsAllocated and ds.BitsAllocated in (8, 16, 32)
@@ -149,7 +202,7 @@ def _check_header(ds: Dataset) -> UID:
     if tsyntax not in SUPPORTED_TRANSFER_SYNTAXES:
         raise _Invalid(
             f"unsupported transfer syntax {tsyntax.name!r} ({tsyntax}); expected an uncompressed "
-            "syntax or JPEG Baseline 8-bit (1.2.840.10008.1.2.4.50)"
+            "syntax, JPEG (Baseline, Extended, Lossless), JPEG-LS, JPEG 2000, HTJ2K or RLE"
         )
     for keyword in ("Rows", "Columns"):
         value = ds.get(keyword)
@@ -171,7 +224,31 @@ def _check_header(ds: Dataset) -> UID:
             raise _Invalid(f"NumberOfFrames is {frames!r}, expected an integer") from None
         if n_frames > 1:
             raise _Invalid(f"NumberOfFrames is {n_frames}, expected a single frame")
+    if tsyntax in DECODING_PLUGINS:
+        decoding_plugin(ds, tsyntax)  # a missing decoder is a header-time refusal
     return tsyntax
+
+
+def decoding_plugin(ds: Dataset, tsyntax: str) -> str:
+    """The pydicom plugin that decodes `ds` (compressed syntax `tsyntax`): the first installed
+    one of DECODING_PLUGINS (TWELVE_BIT_JPEG_PLUGINS for JPEG Extended beyond 8 bits)."""
+    wanted = DECODING_PLUGINS[tsyntax]
+    if tsyntax == JPEGExtended12Bit and int(ds.get("BitsStored") or 8) > 8:
+        wanted = TWELVE_BIT_JPEG_PLUGINS
+    installed = get_decoder(tsyntax).available_plugins
+    for name in wanted:
+        if name in installed:
+            return name
+    packages = [
+        _PYLIBJPEG_PACKAGES.get(tsyntax, "pylibjpeg-openjpeg")
+        if name == "pylibjpeg"
+        else _PACKAGES[name]
+        for name in wanted
+    ]
+    raise _Invalid(
+        f"no decoder installed for {UID(tsyntax).name} ({tsyntax}, {ds.get('BitsStored')}-bit): "
+        f"install one of {', '.join(packages)}"
+    )
 
 
 def _to_unit_range(stored: np.ndarray, ds: Dataset) -> np.ndarray:

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
-from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
+from pydicom.uid import JPEG2000MC, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 from tests.dicom_factory import make_dataset, make_dicom, write_dataset
 
 from cxrbox import errors
@@ -282,6 +282,13 @@ def build_jpeg2000(path: Path) -> Path:
     return write_dataset(path, ds)
 
 
+def build_jpeg2000_multicomponent(path: Path) -> Path:
+    ds = make_dataset(gradient())
+    ds.file_meta.TransferSyntaxUID = JPEG2000MC
+    ds.PixelData = encapsulate([b"\x00" * 64])
+    return write_dataset(path, ds)
+
+
 def build_not_dicom(path: Path) -> Path:
     path.write_text("patientId,x,y,width,height,Target\n")
     return path
@@ -321,8 +328,9 @@ BAD_FILES = {
     "no_pixel_data": (build_no_pixel_data, "no (7FE0,0010) Pixel Data"),
     "missing_rows": (build_missing_rows, "missing Rows"),
     "missing_columns": (build_missing_columns, "missing Columns"),
-    "rle": (build_rle, "unsupported transfer syntax 'RLE Lossless'"),
-    "jpeg2000": (build_jpeg2000, "unsupported transfer syntax 'JPEG 2000"),
+    "rle": (build_rle, "cannot read pixels"),
+    "jpeg2000": (build_jpeg2000, "cannot read pixels"),
+    "jpeg2000_mc": (build_jpeg2000_multicomponent, "unsupported transfer syntax 'JPEG 2000 Part"),
     "not_dicom": (build_not_dicom, "not a DICOM file"),
     "empty_file": (build_empty_file, "not a DICOM file"),
     "truncated_pixels": (build_truncated_pixels, "less than expected"),
@@ -404,8 +412,8 @@ def test_read_image_size_stops_reading_before_the_pixels(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("build", "reason"),
-    [BAD_FILES[k] for k in ("colour", "multi_frame", "missing_rows", "rle", "not_dicom")],
-    ids=["colour", "multi_frame", "missing_rows", "rle", "not_dicom"],
+    [BAD_FILES[k] for k in ("colour", "multi_frame", "missing_rows", "jpeg2000_mc", "not_dicom")],
+    ids=["colour", "multi_frame", "missing_rows", "jpeg2000_mc", "not_dicom"],
 )
 def test_read_image_size_refuses_what_load_pixels_refuses_from_the_header(tmp_path, build, reason):
     path = build(tmp_path / "bad.dcm")
