@@ -4,8 +4,9 @@
 (cv2.INTER_AREA; non-square images are resized without keeping the aspect ratio, like
 `cxrbox.augment`) and stores round(255 * pixels) as uint8 in a `.npy` file
 (np.lib.format.open_memmap). The sidecar `<name>.json` records the format version, S, the
-source folder, the patient ids in row order and each image's original (H, W), which boxes in
-original pixels need. Both files are written under temporary names and renamed when complete,
+intensity rule (`cxrbox.dicom`; a cache opened for another rule is refused), the source folder,
+the patient ids in row order and each image's original (H, W), which boxes in original pixels
+need. Both files are written under temporary names and renamed when complete,
 sidecar last, so an interrupted build never leaves a cache that opens.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cxrbox.errors import DataError, InputValueError
+from cxrbox.options import DEFAULT_INTENSITY
 
 FORMAT_VERSION = 1
 _MAX_LISTED = 5
@@ -41,13 +43,15 @@ def _listed(items: Sequence[str]) -> str:
     return ", ".join(items[:_MAX_LISTED]) + more
 
 
-def decode_resized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+def decode_resized(
+    path: str | Path, size: int, intensity: str = DEFAULT_INTENSITY
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Load one DICOM and return (uint8 [size, size], original (H, W))."""
     import cv2
 
     from cxrbox.dicom import load_pixels
 
-    pixels = load_pixels(path)
+    pixels = load_pixels(path, intensity=intensity)
     orig = (int(pixels.shape[0]), int(pixels.shape[1]))
     if orig != (size, size):
         pixels = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
@@ -59,11 +63,11 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _decode_job(job: tuple[str, int]) -> tuple[np.ndarray, tuple[int, int]]:
+def _decode_job(job: tuple[str, int, str]) -> tuple[np.ndarray, tuple[int, int]]:
     import cv2
 
     cv2.setNumThreads(1)
-    return decode_resized(job[0], job[1])
+    return decode_resized(*job)
 
 
 def build_cache(
@@ -73,6 +77,7 @@ def build_cache(
     out_path: str | Path,
     workers: int = 1,
     progress: bool = False,
+    intensity: str = DEFAULT_INTENSITY,
 ) -> Path:
     """Decode `patient_ids` from `images_dir` into a uint8 cache at `out_path` (.npy).
 
@@ -83,6 +88,7 @@ def build_cache(
         out_path: the `.npy` file; the sidecar goes beside it (`sidecar_path`).
         workers: decoding processes (1: in this process).
         progress: show a tqdm bar on stderr.
+        intensity: `load_pixels`' rule for files without a window, recorded in the sidecar.
 
     Returns the `.npy` path. Raises DataError when DICOMs are missing (all are listed up front),
     DicomError when one cannot be decoded.
@@ -112,7 +118,7 @@ def build_cache(
     array = np.lib.format.open_memmap(
         tmp_npy, mode="w+", dtype=np.uint8, shape=(len(ids), size, size)
     )
-    jobs = [(str(files[pid]), size) for pid in ids]
+    jobs = [(str(files[pid]), size, intensity) for pid in ids]
     orig_sizes: list[tuple[int, int]] = []
     bar = None
     if progress:
@@ -147,6 +153,7 @@ def build_cache(
     meta = {
         "format_version": FORMAT_VERSION,
         "size": size,
+        "intensity": intensity,
         "source": str(images_dir.resolve()),
         "patient_ids": ids,
         "orig_sizes": [list(hw) for hw in orig_sizes],
@@ -168,6 +175,7 @@ class ImageCache:
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         self.path = path
         self.size: int = int(meta["size"])
+        self.intensity: str | None = meta.get("intensity")
         self.source: str = str(meta.get("source", ""))
         self.patient_ids: list[str] = list(meta["patient_ids"])
         self._row = {pid: i for i, pid in enumerate(self.patient_ids)}
@@ -175,8 +183,10 @@ class ImageCache:
         self._array: np.ndarray | None = None
 
     @classmethod
-    def open(cls, path: str | Path, size: int | None = None) -> ImageCache:
-        """Open and validate a cache; `size` (when given) must match the cached S.
+    def open(
+        cls, path: str | Path, size: int | None = None, intensity: str | None = None
+    ) -> ImageCache:
+        """Open and validate a cache; `size` and `intensity` (when given) must match its own.
 
         Raises DataError naming the file when either file is missing or unreadable, the format
         version or size differ, or the array does not match its sidecar.
@@ -202,6 +212,11 @@ class ImageCache:
         if size is not None and cached_size != size:
             raise DataError(
                 f"image cache {path}: holds {cached_size} px images, {size} px requested{rebuild}"
+            )
+        if intensity is not None and meta.get("intensity") != intensity:
+            raise DataError(
+                f"image cache {path}: built with intensity rule {meta.get('intensity')!r}, "
+                f"{intensity!r} requested{rebuild}"
             )
         try:
             array = np.load(path, mmap_mode="r")

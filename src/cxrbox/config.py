@@ -16,6 +16,7 @@ from typing import Any
 from cxrbox.errors import ConfigError
 from cxrbox.model import HEADS, NORMS
 from cxrbox.objective import IOU_LOSSES
+from cxrbox.options import INTENSITY_RULES
 
 DEFAULT_SYNTHETIC_DIR = Path.home() / ".cache" / "cxrbox" / "synthetic"
 
@@ -36,6 +37,9 @@ class TrainConfig:
     synthetic_image_size: int = 1024
     use_cache: bool = True
     num_workers: int = 0
+    # DICOMs without a window: "auto" (8-bit: value / 255; more bits: 0.5/99.5 percentile
+    # window), "percentile" or "bit-range"; see cxrbox.dicom.
+    intensity: str = "auto"
 
     # Model.
     head: str = "grid"
@@ -89,6 +93,7 @@ class TrainConfig:
         _check_choice("norm", self.norm, NORMS)
         _check_choice("iou_loss", self.iou_loss, tuple(IOU_LOSSES))
         _check_choice("device", self.device.split(":")[0], ("cpu", "cuda"))
+        _check_choice("intensity", self.intensity, INTENSITY_RULES)
         if self.image_size <= 0 or self.image_size % 32:
             raise ConfigError(
                 f"image_size must be a positive multiple of 32, got {self.image_size}"

@@ -25,6 +25,7 @@ from cxrbox.cache import ImageCache
 from cxrbox.dicom import find_dicom_files, load_pixels
 from cxrbox.errors import DataError, InputValueError
 from cxrbox.labels import count_out_of_bounds
+from cxrbox.options import DEFAULT_INTENSITY
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -103,6 +104,7 @@ class RSNADataset(Dataset):
         cache: an ImageCache (or the path of one) holding every labelled patient.
         seed: augmentation seed; with `set_epoch`, sample i of epoch e always gets the same
             random draw, whichever DataLoader worker loads it.
+        intensity: `load_pixels`' rule for DICOMs without a window (`cxrbox.dicom`).
 
     Raises DataError when a labelled patient has no DICOM (or is missing from the cache),
     listing how many and the first few.
@@ -115,11 +117,13 @@ class RSNADataset(Dataset):
         transforms: A.Compose,
         cache: ImageCache | str | Path | None = None,
         seed: int = 0,
+        intensity: str = DEFAULT_INTENSITY,
     ) -> None:
         self.patient_ids: list[str] = list(labels)
         self.labels = {pid: _as_boxes(pid, labels[pid]) for pid in self.patient_ids}
         self.transforms = transforms
         self.seed = seed
+        self.intensity = intensity
         self.epoch = 0
         self.images_dir = Path(images_dir) if images_dir is not None else None
         self.files: dict[str, Path] = {}
@@ -166,7 +170,7 @@ class RSNADataset(Dataset):
         patient_id = self.patient_ids[index]
         boxes = self.labels[patient_id]
         if self.cache is None:
-            image = load_pixels(self.files[patient_id])
+            image = load_pixels(self.files[patient_id], intensity=self.intensity)
             return image, boxes, (int(image.shape[0]), int(image.shape[1]))
         image = self.cache.get(patient_id)
         orig_h, orig_w = self.cache.orig_size(patient_id)

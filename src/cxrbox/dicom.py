@@ -25,10 +25,21 @@ Intensity rule of `load_pixels` (output brighter = denser, the MONOCHROME2 conve
    [min, max] of the LUT data onto [0, 1]; otherwise WindowCenter/WindowWidth (first value when
    several, VOILUTFunction LINEAR, LINEAR_EXACT or SIGMOID, DICOM PS3.3 C.11.2.1.2) map the
    window onto [0, 1].
-3. No VOI: the stored bit range maps onto [0, 1]: [0, 2**BitsStored - 1] unsigned,
-   [-2**(BitsStored-1), 2**(BitsStored-1) - 1] signed (so 8-bit unsigned gives value / 255);
-   a rescale is affine, so it only matters through its sign (RescaleSlope < 0 flips); with a
-   Modality LUT the table's output range [min, max] is used instead.
+3. No VOI (no VOI LUT, no window): the `intensity` rule (config field `intensity`):
+   - "auto" (default): "bit-range" for BitsStored <= 8, "percentile" above. 8-bit files without
+     a window (RSNA, SIIM: secondary captures) were made for display already and load exactly
+     as before (value / 255); 12-16-bit CR/DX files hold raw detector values that use a small,
+     arbitrary part of their range.
+   - "percentile": the image's own 0.5th and 99.5th percentiles (PERCENTILES) after the
+     modality step map onto [0, 1] (a constant image gives 0). Measured on CR-like synthetic
+     images (tests/unit/test_dicom_intensity.py: anatomy contrast p95 - p5 inside the body, with
+     a burned-in label and dead pixels): 0.50 for 12-bit, 16-bit unsigned and 16-bit signed,
+     MONOCHROME1 and 2 alike; the bit range gave 0.44, 0.24 and 0.04, min-max 0.44, 0.38 and
+     0.29 (outliers set its range).
+   - "bit-range": the stored bit range maps onto [0, 1]: [0, 2**BitsStored - 1] unsigned,
+     [-2**(BitsStored-1), 2**(BitsStored-1) - 1] signed (so 8-bit unsigned gives value / 255);
+     a rescale is affine, so it only matters through its sign (RescaleSlope < 0 flips); with a
+     Modality LUT the table's output range [min, max] is used instead.
 4. The result is clipped to [0, 1], and MONOCHROME1 becomes 1 - x.
 
 Every failure, for any file, is a `DicomError` whose message names the file and the reason.
@@ -67,10 +78,13 @@ from pydicom.uid import (
 )
 from pydicom.uid import JPEGLossless as JPEGLosslessP14
 
-from cxrbox.errors import DataError, DicomError
+from cxrbox.errors import DataError, DicomError, InputValueError
+from cxrbox.options import DEFAULT_INTENSITY, INTENSITY_RULES
 
 __all__ = [
     "DECODING_PLUGINS",
+    "DEFAULT_INTENSITY",
+    "INTENSITY_RULES",
     "JPEG_DECODING_PLUGIN",
     "SUPPORTED_TRANSFER_SYNTAXES",
     "DicomError",
@@ -123,14 +137,20 @@ SUPPORTED_TRANSFER_SYNTAXES: frozenset[str] = NATIVE_TRANSFER_SYNTAXES | set(DEC
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 
+# What maps to [0, 1] when a file has no VOI LUT and no window (module docstring, step 3):
+# INTENSITY_RULES and DEFAULT_INTENSITY come from cxrbox.options.
+PERCENTILES = (0.5, 99.5)
 
-def load_pixels(path: str | Path) -> np.ndarray:
+
+def load_pixels(path: str | Path, *, intensity: str = DEFAULT_INTENSITY) -> np.ndarray:
     """Return the image in `path` as float32 [H, W] in [0, 1], brighter = denser.
 
-    See the module docstring for the intensity rule. Raises `DicomError` (and nothing else) when
-    the file is missing, not DICOM, truncated, colour, multi-frame, without pixel data, in an
-    unsupported transfer syntax, or otherwise unreadable.
+    `intensity`: the rule for files without a VOI LUT or window, one of INTENSITY_RULES (see
+    the module docstring). Raises `DicomError` (and nothing else) when the file is missing, not
+    DICOM, truncated, colour, multi-frame, without pixel data, in an unsupported transfer
+    syntax, or otherwise unreadable; InputValueError for an unknown `intensity`.
     """
+    check_intensity(intensity)
     path = Path(path)
     try:
         ds = _read(path, stop_before_pixels=False)
@@ -145,12 +165,18 @@ def load_pixels(path: str | Path) -> np.ndarray:
             stored = pixel_array(ds, view_only=view_only)
         if stored.ndim != 2:
             raise _Invalid(f"decoded pixel array has shape {stored.shape}, expected [rows, cols]")
-        out = _to_unit_range(stored, ds)
+        out = _to_unit_range(stored, ds, intensity)
     except _Invalid as exc:
         raise DicomError(f"{path}: {exc}") from None
     except Exception as exc:  # pydicom/numpy/OS failures of any kind: one error type out
         raise DicomError(f"{path}: cannot read pixels ({type(exc).__name__}: {exc})") from exc
     return out
+
+
+def check_intensity(intensity: str) -> None:
+    """Raise InputValueError unless `intensity` is one of INTENSITY_RULES."""
+    if intensity not in INTENSITY_RULES:
+        raise InputValueError(f"intensity must be one of {INTENSITY_RULES}, got {intensity!r}")
 
 
 def read_image_size(path: str | Path) -> tuple[int, int]:
@@ -251,9 +277,11 @@ def decoding_plugin(ds: Dataset, tsyntax: str) -> str:
     )
 
 
-def _to_unit_range(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+def _to_unit_range(stored: np.ndarray, ds: Dataset, intensity: str) -> np.ndarray:
     """Apply modality and VOI steps to stored values [H, W]; return float32 [H, W] in [0, 1]."""
     bits = int(ds.BitsStored)
+    if intensity == "auto":
+        intensity = "bit-range" if bits <= 8 else "percentile"
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     slope = _finite_float(ds, "RescaleSlope", 1.0)
@@ -282,6 +310,10 @@ def _to_unit_range(stored: np.ndarray, ds: Dataset) -> np.ndarray:
     elif window is not None:
         out = _apply_window(values, *window)
     else:
+        if intensity == "percentile":
+            lo, hi = (float(p) for p in np.percentile(values, PERCENTILES))
+            if hi <= lo:  # a constant image
+                lo, hi = lo, lo + 1.0
         if hi <= lo:
             raise _Invalid(f"pixel value range [{lo}, {hi}] is empty")
         out = values

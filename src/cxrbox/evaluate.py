@@ -122,7 +122,8 @@ def folder_loader(
     images: str | Path, labels: dict, config: TrainConfig, batch_size: int | None = None
 ) -> DataLoader:
     """An in-order, non-augmented loader over `images` for the given labels (eval / predict)."""
-    dataset = RSNADataset(images, labels, build_transforms(train=False, size=config.image_size))
+    transforms = build_transforms(train=False, size=config.image_size)
+    dataset = RSNADataset(images, labels, transforms, intensity=config.intensity)
     return DataLoader(
         dataset,
         batch_size=batch_size or config.batch_size,

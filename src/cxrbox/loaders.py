@@ -24,6 +24,7 @@ from cxrbox.config import TrainConfig
 from cxrbox.data import RSNADataset, collate_samples, split_by_patient
 from cxrbox.errors import DataError
 from cxrbox.labels import read_rsna_labels
+from cxrbox.options import DEFAULT_INTENSITY
 
 log = logging.getLogger("cxrbox.loaders")
 
@@ -73,18 +74,21 @@ def resolve_data(config: TrainConfig) -> DataSource:
     return DataSource(folder / IMAGES_SUBDIR, folder / LABELS_NAME, None, None, synthetic=True)
 
 
-def open_or_build_cache(images: Path, patient_ids: list[str], size: int) -> ImageCache:
-    """The cache beside `images` for `size` px, (re)built when missing or not covering the ids."""
+def open_or_build_cache(
+    images: Path, patient_ids: list[str], size: int, intensity: str = DEFAULT_INTENSITY
+) -> ImageCache:
+    """The cache beside `images` for `size` px, (re)built when missing, not covering the ids or
+    built with another intensity rule."""
     path = default_cache_path(images, size)
     if path.exists():
         try:
-            cache = ImageCache.open(path)
+            cache = ImageCache.open(path, intensity=intensity)
             if set(patient_ids) <= set(cache.patient_ids):
                 return cache
             log.info("image cache %s does not cover this label set; rebuilding", path)
         except DataError as exc:
             log.info("image cache %s unusable (%s); rebuilding", path, exc)
-    build_cache(images, patient_ids, size, path, progress=sys.stderr.isatty())
+    build_cache(images, patient_ids, size, path, progress=sys.stderr.isatty(), intensity=intensity)
     return ImageCache.open(path)
 
 
@@ -146,16 +150,23 @@ def build_loaders(config: TrainConfig) -> Loaders:
     train_cache = val_cache = None
     if config.use_cache:
         ids = list(train_labels) + (list(val_labels) if val_images == source.images else [])
-        train_cache = open_or_build_cache(source.images, ids, config.image_size)
+        train_cache = open_or_build_cache(source.images, ids, config.image_size, config.intensity)
         val_cache = (
             train_cache
             if val_images == source.images
-            else open_or_build_cache(val_images, list(val_labels), config.image_size)
+            else open_or_build_cache(
+                val_images, list(val_labels), config.image_size, config.intensity
+            )
         )
 
     train_transforms = build_transforms(train=config.augment, size=config.image_size)
     train_set = RSNADataset(
-        source.images, train_labels, train_transforms, cache=train_cache, seed=config.seed
+        source.images,
+        train_labels,
+        train_transforms,
+        cache=train_cache,
+        seed=config.seed,
+        intensity=config.intensity,
     )
     val_set = RSNADataset(
         val_images,
@@ -163,6 +174,7 @@ def build_loaders(config: TrainConfig) -> Loaders:
         build_transforms(train=False, size=config.image_size),
         cache=val_cache,
         seed=config.seed,
+        intensity=config.intensity,
     )
     sampler = EpochShuffleSampler(len(train_set), config.seed)
     workers = dict(

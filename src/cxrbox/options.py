@@ -3,3 +3,6 @@
 HEADS = ("grid", "coordconv", "pooled")
 NORMS = ("batch", "group", "frozen_batch")
 IOU_LOSS_NAMES = ("giou", "diou", "ciou")
+# `intensity`: the rule for DICOMs without a window (see cxrbox.dicom).
+INTENSITY_RULES = ("auto", "percentile", "bit-range")
+DEFAULT_INTENSITY = "auto"

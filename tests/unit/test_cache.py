@@ -91,11 +91,11 @@ def test_build_in_progress_or_interrupted_leaves_no_cache(
     out = tmp_path / "i.npy"
     visible_during_build = []
 
-    def fail_on_second(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    def fail_on_second(path: str, size: int, intensity: str) -> tuple[np.ndarray, tuple[int, int]]:
         visible_during_build.append(out.exists() or sidecar_path(out).exists())
         if len(visible_during_build) == 2:
             raise KeyboardInterrupt
-        return real(path, size)
+        return real(path, size, intensity)
 
     monkeypatch.setattr(cache_module, "decode_resized", fail_on_second)
     with pytest.raises(KeyboardInterrupt):
@@ -151,3 +151,19 @@ def test_pickled_cache_carries_no_pixels_and_still_reads(built: Path) -> None:
     blob = pickle.dumps(cache)
     assert len(blob) < 32 * 32  # smaller than a single cached image
     np.testing.assert_array_equal(pickle.loads(blob).get("pc"), cache.get("pc"))
+
+
+def test_cache_records_its_intensity_rule_and_refuses_another(images_dir: Path, tmp_path: Path):
+    out = build_cache(images_dir, list(SHAPES), 16, tmp_path / "i.npy", intensity="percentile")
+    assert ImageCache.open(out, intensity="percentile").intensity == "percentile"
+    with pytest.raises(DataError, match="built with intensity rule 'percentile', 'auto'"):
+        ImageCache.open(out, intensity="auto")
+
+
+def test_trainer_rebuilds_a_cache_built_with_another_rule(images_dir: Path):
+    from cxrbox.loaders import open_or_build_cache
+
+    build_cache(
+        images_dir, list(SHAPES), 16, default_cache_path(images_dir, 16), intensity="bit-range"
+    )
+    assert open_or_build_cache(images_dir, list(SHAPES), 16, "auto").intensity == "auto"

@@ -49,12 +49,14 @@ def test_8bit_unsigned_loads_exactly_as_value_over_255(tmp_path):
 def test_uncompressed_transfer_syntaxes_give_the_stored_values(tmp_path, transfer_syntax):
     pixels = (np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 37) % 4096
     path = make_dicom(tmp_path / "a.dcm", pixels, bits_stored=12, transfer_syntax=transfer_syntax)
-    np.testing.assert_allclose(load_pixels(path), pixels / 4095, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(
+        load_pixels(path, intensity="bit-range"), pixels / 4095, rtol=0, atol=1e-7
+    )
 
 
-def test_16bit_unsigned_uses_the_full_16_bit_range(tmp_path):
+def test_bit_range_rule_maps_16bit_unsigned_over_the_full_16_bit_range(tmp_path):
     pixels = np.array([[0, 1, 32768, 65535]], dtype=np.uint16)
-    out = load_pixels(make_dicom(tmp_path / "a.dcm", pixels, bits_stored=16))
+    out = load_pixels(make_dicom(tmp_path / "a.dcm", pixels, bits_stored=16), intensity="bit-range")
     np.testing.assert_allclose(out, [[0, 1 / 65535, 32768 / 65535, 1]], rtol=0, atol=1e-7)
 
 
@@ -62,13 +64,15 @@ def test_12bit_stored_in_16_allocated_ignores_the_unused_high_bits(tmp_path):
     pixels = np.array([[0, 1, 2048, 4095]], dtype=np.uint16)
     ds = make_dataset(pixels, bits_stored=12)
     ds.PixelData = (pixels | 0xF000).astype("<u2").tobytes()  # garbage (e.g. overlay) bits
-    out = load_pixels(write_dataset(tmp_path / "a.dcm", ds))
+    out = load_pixels(write_dataset(tmp_path / "a.dcm", ds), intensity="bit-range")
     np.testing.assert_allclose(out, [[0, 1 / 4095, 2048 / 4095, 1]], rtol=0, atol=1e-7)
 
 
-def test_signed_16bit_maps_minimum_to_0_and_maximum_to_1(tmp_path):
+def test_bit_range_rule_maps_signed_16bit_minimum_to_0_and_maximum_to_1(tmp_path):
     pixels = np.array([[-32768, -1, 0, 32767]], dtype=np.int16)
-    out = load_pixels(make_dicom(tmp_path / "a.dcm", pixels, bits_stored=16, signed=True))
+    out = load_pixels(
+        make_dicom(tmp_path / "a.dcm", pixels, bits_stored=16, signed=True), intensity="bit-range"
+    )
     expected = [[0, 32767 / 65535, 32768 / 65535, 1]]
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-7)
 
@@ -77,7 +81,7 @@ def test_signed_12bit_in_16_is_sign_extended(tmp_path):
     ds = make_dataset(np.zeros((1, 3), np.int16), bits_stored=12, signed=True)
     # -1, -2048 and 2047 as 12-bit two's complement with the 4 high bits left at zero
     ds.PixelData = np.array([0x0FFF, 0x0800, 0x07FF], dtype="<u2").tobytes()
-    out = load_pixels(write_dataset(tmp_path / "a.dcm", ds))
+    out = load_pixels(write_dataset(tmp_path / "a.dcm", ds), intensity="bit-range")
     np.testing.assert_allclose(out, [[2047 / 4095, 0, 1]], rtol=0, atol=1e-7)
 
 
@@ -98,21 +102,28 @@ def test_monochrome1_is_the_mirror_of_monochrome2(tmp_path):
 def test_rescale_without_a_window_keeps_the_stored_range(tmp_path):
     pixels = np.array([[0, 1000, 4095]], dtype=np.uint16)
     path = make_dicom(tmp_path / "a.dcm", pixels, bits_stored=12, rescale=(2.0, -1024.0))
-    np.testing.assert_allclose(load_pixels(path), [[0, 1000 / 4095, 1]], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(
+        load_pixels(path, intensity="bit-range"), [[0, 1000 / 4095, 1]], rtol=0, atol=1e-7
+    )
 
 
 def test_negative_rescale_slope_flips_the_stored_range(tmp_path):
     pixels = np.array([[0, 1000, 4095]], dtype=np.uint16)
     path = make_dicom(tmp_path / "a.dcm", pixels, bits_stored=12, rescale=(-1.0, 4095.0))
-    np.testing.assert_allclose(load_pixels(path), [[1, 3095 / 4095, 0]], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(
+        load_pixels(path, intensity="bit-range"), [[1, 3095 / 4095, 0]], rtol=0, atol=1e-7
+    )
 
 
 def test_modality_lut_sequence_maps_through_its_table_range(tmp_path):
-    table = [100 + 2 * v for v in range(16)]  # stored 10..25 -> 100..130; range [100, 130]
-    pixels = np.array([[0, 10, 11, 25, 200]], dtype=np.uint8)
+    # Decreasing and non-linear, so neither an identity table nor a linear one can imitate it:
+    # stored 10..25 -> 1000 - 3 i**2 (i = stored - 10) = 1000..325; range [325, 1000].
+    table = [1000 - 3 * i * i for i in range(16)]
+    pixels = np.array([[0, 10, 11, 14, 25, 200]], dtype=np.uint8)
     path = make_dicom(tmp_path / "a.dcm", pixels, modality_lut=(10, table))
-    expected = [[0, 0, 2 / 30, 1, 1]]  # below/above the table: first/last entry
-    np.testing.assert_allclose(load_pixels(path), expected, rtol=0, atol=1e-7)
+    # below/above the table: first/last entry
+    expected = [[1, 1, 672 / 675, 627 / 675, 0, 0]]
+    np.testing.assert_allclose(load_pixels(path), expected, rtol=0, atol=1e-6)
 
 
 # --- windows and VOI LUTs -------------------------------------------------------------------
