@@ -139,3 +139,72 @@ def matched_box_tensors(
     a = draw(box_tensors(boxes1, n, n, dtype))
     b = draw(box_tensors(boxes1 if boxes2 is None else boxes2, n, n, dtype))
     return a, b
+
+
+# --- byte-level fuzzing of input files (DICOM, label CSV) ---------------------------------
+
+DICOM_VRS = [b"AE", b"AS", b"CS", b"DA", b"DS", b"IS", b"LO", b"OB", b"OW", b"SQ", b"UL", b"US",
+             b"UN", b"UT", b"FD", b"SS", b"xx"]  # fmt: skip
+
+
+@st.composite
+def mutated_bytes(draw: st.DrawFn, data: bytes, header_len: int = 512) -> bytes:
+    """`data` with 1-3 mutations: truncation, flipped bytes (mostly in the first `header_len`
+    bytes), a 2- or 4-byte length field overwritten (often huge), a wrong 2-letter VR, bytes
+    inserted or deleted."""
+    out = bytearray(data)
+    for _ in range(draw(st.integers(1, 3))):
+        if not out:
+            break
+        kind = draw(st.sampled_from(["truncate", "flip", "length", "vr", "insert", "delete"]))
+        limit = min(len(out), header_len) if draw(st.booleans()) else len(out)
+        at = draw(st.integers(0, max(limit - 1, 0)))
+        if kind == "truncate":
+            del out[at:]
+        elif kind == "flip":
+            out[at] = draw(st.integers(0, 255))
+        elif kind == "length":
+            size = draw(st.sampled_from([2, 4]))
+            value = draw(st.sampled_from([0, 1, 0xFFFF, 0xFFFFFFFF, 2**31, len(out) * 3]))
+            out[at : at + size] = (value % 256**size).to_bytes(size, "little")
+        elif kind == "vr":
+            out[at : at + 2] = draw(st.sampled_from(DICOM_VRS))
+        elif kind == "insert":
+            out[at:at] = draw(st.binary(min_size=1, max_size=16))
+        else:
+            del out[at : at + draw(st.integers(1, 16))]
+    return bytes(out)
+
+
+LABEL_HEADER = "patientId,x,y,width,height,Target"
+_LABEL_CELLS = ["", "0", "1", "12.5", "-3", "nan", "NaN", "inf", "-inf", "1e39", "1e308",
+                "9" * 400, '"', '""', '"a,b"', "x", " 7 ", "0x10", "1_000", "\x00",
+                "é"]  # fmt: skip
+
+
+@st.composite
+def label_csv_bytes(draw: st.DrawFn) -> bytes:
+    """An RSNA-like label CSV as bytes: valid rows mixed with odd cells (quotes, NaN, huge or
+    non-numeric numbers), columns dropped, a BOM, CRLF endings, latin-1 or UTF-16 encoding,
+    then optionally byte-mutated."""
+    columns = LABEL_HEADER.split(",")
+    if draw(st.booleans()):
+        columns = draw(st.permutations(columns))
+    if draw(st.integers(0, 4)) == 0:
+        columns = [c for c in columns if c != draw(st.sampled_from(columns))]
+    rows = [",".join(columns)]
+    for i in range(draw(st.integers(0, 6))):
+        valid = {"patientId": f"p{i}", "x": "10", "y": "20", "width": "30", "height": "40",
+                 "Target": "1"}  # fmt: skip
+        cells = [
+            draw(st.sampled_from(_LABEL_CELLS)) if draw(st.integers(0, 3)) == 0 else valid[c]
+            for c in columns
+        ]
+        rows.append(",".join(cells))
+    newline = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    text = newline.join(rows) + draw(st.sampled_from(["", newline]))
+    encoding = draw(st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16"]))
+    data = text.encode(encoding, errors="replace")
+    if draw(st.booleans()):
+        data = draw(mutated_bytes(data, header_len=64))
+    return data
