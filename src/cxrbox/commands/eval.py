@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrbox.unreadable import add_on_error_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -17,27 +19,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", required=True, help="RSNA label CSV")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_on_error_arguments(parser, "cxrbox-eval-skipped.csv")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from cxrbox.dicom import find_dicom_files
     from cxrbox.evaluate import evaluate, flat_metrics, folder_loader, load_trained_model
     from cxrbox.labels import read_rsna_labels
+    from cxrbox.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
 
     model, config, coding = load_trained_model(args.checkpoint, args.device)
-    loader = folder_loader(args.images, read_rsna_labels(args.labels), config)
+    labels = read_rsna_labels(args.labels)
+    skipped = []
+    if args.on_error == "skip":
+        files = find_dicom_files(args.images)
+        skipped = find_unreadable({p: files[p] for p in labels if p in files}, config.intensity)
+        skipped_ids = {s.patient_id for s in skipped}
+        labels = {pid: boxes for pid, boxes in labels.items() if pid not in skipped_ids}
+    sidecar = write_skipped(args.skipped or "cxrbox-eval-skipped.csv", skipped) if skipped else None
+    code = SKIPPED_EXIT_CODE if skipped else 0
+    loader = folder_loader(args.images, labels, config)
     result = evaluate(model, loader, coding, config, args.device)
     metrics = flat_metrics(result)
     if args.json:
         std = {k: metrics.pop(f"std_{k}") for k in ("cx", "cy", "w", "h")}
-        print(json.dumps({**metrics, "n_positive": result.n_positive, "prediction_std": std}))
-        return 0
+        report = {**metrics, "n_positive": result.n_positive, "prediction_std": std}
+        report.update(n_skipped=len(skipped), skipped_file=str(sidecar) if sidecar else None)
+        print(json.dumps(report))
+        return code
     print(f"images {result.n_images} ({result.n_positive} positive)")
     print(f"mean IoU   {result.mean_iou:.4f}")
     print(f"corner MAE {result.mae_px:.2f} px (original pixels; {result.n_missed} boxes missed)")
     print(f"RSNA mAP   {result.rsna_map:.4f} (score threshold {config.score_threshold})")
     spread = ", ".join(f"{k} {v:.4f}" for k, v in result.prediction_std.items())
     print(f"top-box spread (std, normalized): {spread}")
-    return 0
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s), listed in {sidecar}")
+    return code

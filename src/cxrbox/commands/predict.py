@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrbox.unreadable import add_on_error_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--score-threshold", dest="score_threshold", type=float,
                         help="override the checkpoint's score threshold")  # fmt: skip
+    add_on_error_arguments(parser, "OUT with .skipped.csv")
     parser.set_defaults(func=run)
 
 
@@ -29,10 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from cxrbox.decode import to_rsna_prediction_string
     from cxrbox.dicom import find_dicom_files
     from cxrbox.evaluate import folder_loader, load_trained_model, predict_batches
+    from cxrbox.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
 
     model, config, coding = load_trained_model(args.checkpoint, args.device)
     threshold = config.score_threshold if args.score_threshold is None else args.score_threshold
-    unlabelled = {pid: np.zeros((0, 4), np.float32) for pid in find_dicom_files(args.images)}
+    files = find_dicom_files(args.images)
+    skipped = find_unreadable(files, config.intensity) if args.on_error == "skip" else []
+    skipped_ids = {s.patient_id for s in skipped}
+    unlabelled = {pid: np.zeros((0, 4), np.float32) for pid in files if pid not in skipped_ids}
     loader = folder_loader(args.images, unlabelled, config)
     n_images = n_boxes = 0
     with open(args.out, "w", newline="") as handle:
@@ -46,4 +53,10 @@ def run(args: argparse.Namespace) -> int:
             n_images += 1
             n_boxes += len(pred.detections.scores)
     print(f"cxrbox predict: {n_images} images, {n_boxes} boxes -> {args.out}")
+    if skipped:
+        from pathlib import Path
+
+        sidecar = write_skipped(args.skipped or Path(args.out).with_suffix(".skipped.csv"), skipped)
+        print(f"skipped {len(skipped)} unreadable file(s), listed in {sidecar}")
+        return SKIPPED_EXIT_CODE
     return 0
