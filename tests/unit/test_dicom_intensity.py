@@ -124,3 +124,15 @@ def test_default_rule_gives_cr_like_images_usable_contrast(tmp_path, case, photo
     bit_range = contrast(load_pixels(path, intensity="bit-range"))
     assert default > 0.4
     assert default > bit_range
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.uint8, np.uint32])
+def test_histogram_percentiles_equal_numpy_percentiles(dtype):
+    from cxrbox.dicom import PERCENTILES, _percentiles
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(3)
+    low, high = max(info.min, -30000), min(info.max, 60000)
+    values = rng.integers(low, high, (37, 53)).astype(dtype)
+    expected = np.percentile(values.astype(np.float64), PERCENTILES)
+    np.testing.assert_allclose(_percentiles(values), expected, rtol=0, atol=1e-9)
