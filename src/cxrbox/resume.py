@@ -13,6 +13,7 @@ its base seed, for a mid-epoch checkpoint).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DataLoader
@@ -24,6 +25,14 @@ def step_checkpoint_due(global_step: int, every: int) -> bool:
     """True after the step that brought the count to `global_step` (1-based) when a
     mid-epoch checkpoint is due; `every` = 0 disables them (epoch ends only)."""
     return every > 0 and global_step % every == 0
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the half-written `.<name>.pt.*.tmp` files a crash during a save left behind."""
+    stale = sorted(Path(run_dir).glob(".*.pt.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def epoch_batches(

@@ -36,7 +36,7 @@ from cxrbox.model import BoxRegressor, build_model
 from cxrbox.monitor import MonitorEvent, TrainingMonitor
 from cxrbox.objective import LossParts, LossWeights, assign_targets, compute_loss
 from cxrbox.plots import VAL_SAMPLES_NAME, write_plots
-from cxrbox.resume import epoch_batches, step_checkpoint_due
+from cxrbox.resume import epoch_batches, remove_stale_temporaries, step_checkpoint_due
 from cxrbox.runlog import RunLog, truncate_after_step
 from cxrbox.schedule import build_scheduler
 
@@ -275,6 +275,7 @@ def train(
     if resume is not None:
         run_dir = Path(resume)
         checkpoint = load_checkpoint(run_dir / "last.pt")
+        remove_stale_temporaries(run_dir)
         config = config_from_dict(checkpoint["config"], source=str(run_dir / "last.pt"))
     else:
         run_dir = Path(config.out)

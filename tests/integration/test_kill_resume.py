@@ -95,6 +95,7 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(reference, tmp_path
     assert [r["step"] for r in steps] == list(range(6))
     assert [r["loss"] for r in steps] == [r["loss"] for r in read_records(reference_dir, "step")]
     assert [r["epoch"] for r in read_records(run_dir, "epoch")] == [1, 2]
+    assert not list(run_dir.glob(".*.tmp"))  # the half-written save was cleaned up on resume
 
 
 def test_disk_full_stops_training_naming_the_checkpoint_and_keeps_the_previous_one(
