@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrbox.dicom import load_pixels
 from cxrbox.errors import DicomError
 
 ON_ERROR_CHOICES = ("fail", "skip")
@@ -30,6 +29,8 @@ class Skipped:
 
 def find_unreadable(files: Mapping[str, Path], intensity: str) -> list[Skipped]:
     """Decode each file of `files` (patientId -> path); the ones that raise DicomError."""
+    from cxrbox.dicom import load_pixels  # here, so that `cxrbox --help` does not load pydicom
+
     skipped = []
     for patient_id, path in files.items():
         try:
