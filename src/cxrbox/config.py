@@ -72,8 +72,9 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "cpu"
     # Also write last.pt every this many steps (0: at epoch ends only); see cxrbox.resume.
-    # Default config on this CPU (under load): a step took 4.0 s, a save 0.15 s (21 MB), so 200
-    # steps cost 0.02 %; still < 2 % for steps down to 40 ms. A crash loses <= 200 steps.
+    # Default config on this CPU (under load; tests/benchmarks/test_bench_train.py): a step took
+    # 2.9 s, a save 0.12 s (21 MB), so 0.02 % at 200 steps; < 2 % for steps > 30 ms. A crash
+    # loses <= 200 steps.
     checkpoint_every_steps: int = 200
 
     # Evaluation and decode.

@@ -54,3 +54,15 @@ def test_monitor_overhead_reference_step_without_monitors(benchmark):
     state.monitor.every = 10**9  # never monitored (step 0 already ran in warm-up)
     record = benchmark(train_step, state, images, boxes)
     assert "pred_cx_std" not in record
+
+
+@pytest.mark.benchmark(group="train-step")
+def test_checkpoint_save_of_the_default_config(benchmark, tmp_path):
+    """One `last.pt` write (atomic, fsynced) of the 256 px / batch 16 state: compare with the
+    full step above to size `checkpoint_every_steps` (its cost per step is this / N)."""
+    from cxrbox.checkpoint import save_checkpoint
+    from cxrbox.train import checkpoint_state
+
+    state, _, _ = _state_and_batch(256, 16)
+    benchmark(lambda: save_checkpoint(checkpoint_state(state), tmp_path / "last.pt"))
+    assert (tmp_path / "last.pt").stat().st_size > 1_000_000
