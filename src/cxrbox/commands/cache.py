@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrbox.options import DEFAULT_INTENSITY, INTENSITY_RULES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="cache file to write (.npy)")
     parser.add_argument("--labels", help="RSNA label CSV: cache only its patients, in its order")
     parser.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    parser.add_argument(
+        "--intensity",
+        choices=INTENSITY_RULES,
+        default=DEFAULT_INTENSITY,
+        help="rule for DICOMs without a window (the config field `intensity`)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -39,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         workers=args.workers,
         progress=not args.quiet,
+        intensity=args.intensity,
     )
-    cache = ImageCache.open(path, size=args.size)
-    print(f"wrote {path} ({len(cache)} images, {cache.size} px)")
+    cache = ImageCache.open(path, size=args.size, intensity=args.intensity)
+    print(f"wrote {path} ({len(cache)} images, {cache.size} px), intensity rule {cache.intensity}")
     return 0
