@@ -56,7 +56,7 @@ class DetectorCheck(pytest.Item):
         return self.spec, None, f"cxrbox[{self.check}] on {self.spec}"
 
 
-_CHECKS = pytest.StashKey[dict]()
+_CHECKS = pytest.StashKey[dict[str, Any]]()
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -k / -m deselection sees the items
