@@ -40,7 +40,13 @@ def load_detector(spec: str) -> Detector:
     target = getattr(module, attribute, None)
     if target is None:
         raise ConfigError(f"detector spec {spec!r}: {module_name} has no {attribute!r}")
-    detector = target if isinstance(target, Detector) else target()
+    try:
+        detector = target if isinstance(target, Detector) else target()
+    except TypeError as exc:
+        raise ConfigError(
+            f"detector spec {spec!r}: expected a Detector or a function of no arguments "
+            f"returning one: {exc}"
+        ) from exc
     if not isinstance(detector, Detector):
         raise ConfigError(
             f"detector spec {spec!r} gave {type(detector).__name__}, expected a "
