@@ -119,7 +119,9 @@ def test_flip_of_the_image_alone_raises_with_the_count_misaligned():
     def image_only(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return image[:, ::-1].copy(), boxes
 
-    with pytest.raises(AssertionError, match=r"(?s)[1-5] of 5 augmented samples .*'misaligned': [1-5]"):
+    with pytest.raises(
+        AssertionError, match=r"(?s)[1-5] of 5 augmented samples .*'misaligned': [1-5]"
+    ):
         assert_boxes_follow_transforms(image_only, image_size=64, n_seeds=5)
 
 
