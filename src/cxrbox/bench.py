@@ -110,7 +110,7 @@ def benchmark_train_step(
     compiled = False
     if compile_model:
         try:
-            state.model.forward_with_features = torch.compile(state.model.forward_with_features)
+            state.model.forward_with_features = torch.compile(state.model.forward_with_features)  # type: ignore[method-assign]
             compiled = True
         except Exception as exc:  # compile is optional: report and run eagerly
             print(f"torch.compile unavailable ({exc}); running eagerly")

@@ -21,7 +21,9 @@ IoU family: the definitions of the GIoU paper (Rezatofighi et al. 2019) and the 
 degenerate boxes (zero width or height, points) give finite values and gradients: the union, the
 enclosing area, the enclosing diagonal and the box heights in CIoU's aspect term. CIoU's
 trade-off weight alpha is computed without gradient, as in the paper and torchvision. Half and
-bfloat16 inputs are computed in float32 and returned in their own dtype.
+bfloat16 inputs are computed in float32 and returned in their own dtype. Integer boxes (any
+width, signed or not) are widened to int64 before any arithmetic, so areas, sizes and flips are
+exact; their IoUs are computed in float64 and returned as float32.
 """
 
 from __future__ import annotations
@@ -108,6 +110,20 @@ def _check_eps(eps: float) -> None:
         raise InputValueError(f"eps must be a finite number > 0, got {eps!r}")
 
 
+def widen(boxes: Tensor) -> Tensor:
+    """Integer boxes as int64, floating boxes unchanged: sums, differences and products of
+    int8/int16/int32/uint8 coordinates are exact (torchvision widens before arithmetic too).
+    """
+    if boxes.is_floating_point() or boxes.dtype == torch.int64:
+        return boxes
+    return boxes.to(torch.int64)
+
+
+def _halvable(boxes: Tensor) -> Tensor:
+    """Integer boxes as float64 (centres are halves; every int32 sum is exact in float64)."""
+    return boxes if boxes.is_floating_point() else boxes.to(torch.float64)
+
+
 # --------------------------------------------------------------------------------------------
 # format conversions
 
@@ -119,7 +135,7 @@ def xywh_to_xyxy(boxes: Tensor, *, validate: bool = True) -> Tensor:
     """
     check_box_shape("boxes", boxes)
     check_box_values("boxes", boxes, validate, require="wh")
-    x, y, w, h = boxes.unbind(-1)
+    x, y, w, h = widen(boxes).unbind(-1)
     return torch.stack((x, y, x + w, y + h), dim=-1)
 
 
@@ -127,15 +143,16 @@ def xyxy_to_xywh(boxes: Tensor, *, validate: bool = True) -> Tensor:
     """xyxy -> (x, y, w, h) top-left corner and size. boxes (Tensor[..., 4]) -> Tensor[..., 4]."""
     check_box_shape("boxes", boxes)
     check_box_values("boxes", boxes, validate)
-    x1, y1, x2, y2 = boxes.unbind(-1)
+    x1, y1, x2, y2 = widen(boxes).unbind(-1)
     return torch.stack((x1, y1, x2 - x1, y2 - y1), dim=-1)
 
 
 def xyxy_to_cxcywh(boxes: Tensor, *, validate: bool = True) -> Tensor:
-    """xyxy -> (cx, cy, w, h) centre and size. boxes (Tensor[..., 4]) -> Tensor[..., 4]."""
+    """xyxy -> (cx, cy, w, h) centre and size. boxes (Tensor[..., 4]) -> Tensor[..., 4]
+    (float64 for integer boxes)."""
     check_box_shape("boxes", boxes)
     check_box_values("boxes", boxes, validate)
-    x1, y1, x2, y2 = boxes.unbind(-1)
+    x1, y1, x2, y2 = _halvable(boxes).unbind(-1)
     return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), dim=-1)
 
 
@@ -146,7 +163,7 @@ def cxcywh_to_xyxy(boxes: Tensor, *, validate: bool = True) -> Tensor:
     """
     check_box_shape("boxes", boxes)
     check_box_values("boxes", boxes, validate, require="wh")
-    cx, cy, w, h = boxes.unbind(-1)
+    cx, cy, w, h = _halvable(boxes).unbind(-1)
     return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
 
 
@@ -209,10 +226,11 @@ def order_and_clip_xyxy(
 
 
 def box_area(boxes: Tensor, *, validate: bool = True) -> Tensor:
-    """Area (x2 - x1) * (y2 - y1). boxes (Tensor[..., 4]): xyxy, ordered. Returns Tensor[...]."""
+    """Area (x2 - x1) * (y2 - y1). boxes (Tensor[..., 4]): xyxy, ordered. Returns Tensor[...]:
+    int64 for integer boxes (exact: widened first), the input's dtype for floating ones."""
     check_box_shape("boxes", boxes)
     check_box_values("boxes", boxes, validate, require="xyxy")
-    x1, y1, x2, y2 = boxes.unbind(-1)
+    x1, y1, x2, y2 = widen(boxes).unbind(-1)
     return (x2 - x1) * (y2 - y1)
 
 
@@ -224,7 +242,7 @@ def hflip_xyxy(boxes: Tensor, width: float, *, validate: bool = True) -> Tensor:
     check_box_shape("boxes", boxes)
     _check_size("width", width)
     check_box_values("boxes", boxes, validate)
-    x1, y1, x2, y2 = boxes.unbind(-1)
+    x1, y1, x2, y2 = widen(boxes).unbind(-1)
     return torch.stack((width - x2, y1, width - x1, y2), dim=-1)
 
 
@@ -236,7 +254,7 @@ def vflip_xyxy(boxes: Tensor, height: float, *, validate: bool = True) -> Tensor
     check_box_shape("boxes", boxes)
     _check_size("height", height)
     check_box_values("boxes", boxes, validate)
-    x1, y1, x2, y2 = boxes.unbind(-1)
+    x1, y1, x2, y2 = widen(boxes).unbind(-1)
     return torch.stack((x1, height - y2, x2, height - y1), dim=-1)
 
 
@@ -245,8 +263,11 @@ def vflip_xyxy(boxes: Tensor, height: float, *, validate: bool = True) -> Tensor
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32/float64 stay; half, bfloat16 and integer boxes are computed in float32."""
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    """float32/float64 stay; half and bfloat16 are computed in float32; integer boxes in
+    float64 (every int32 coordinate, and its products, exact)."""
+    if dtype in (torch.float32, torch.float64):
+        return dtype
+    return torch.float32 if dtype.is_floating_point else torch.float64
 
 
 def _result_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -220,8 +220,8 @@ def collate_samples(batch: Sequence[Sample]) -> Batch:
 
 
 def split_by_patient(
-    labels: Mapping[str, object], val_fraction: float, seed: int
-) -> tuple[dict[str, object], dict[str, object]]:
+    labels: Mapping[str, Any], val_fraction: float, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split labels into (train, val) by patient, stratified by positive (K > 0) / negative.
 
     A patient is one key, so it lands in exactly one split. The draw depends only on the set

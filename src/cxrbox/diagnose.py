@@ -41,6 +41,7 @@ from cxrbox.probes import (
     DEFAULT_OVERFIT_THRESHOLDS,
     CheckResult,
     ShiftedCopies,
+    Status,
     check_box_sync,
     check_gradient_flow,
     check_lr_schedule,
@@ -88,13 +89,15 @@ def load_checklist_data(config: TrainConfig) -> ChecklistData:
     labels = read_rsna_labels(source.labels)
     if not labels:
         raise DataError(f"{source.labels}: no labelled patients")
-    has_val = source.val_labels is not None and source.val_images is not None
+    val_labels, val_images = source.val_labels, source.val_images
+    if val_labels is None or val_images is None:  # a validation set needs both
+        val_labels = val_images = None
     return ChecklistData(
         source=source,
         labels=labels,
-        val_labels=read_rsna_labels(source.val_labels) if has_val else None,
+        val_labels=read_rsna_labels(val_labels) if val_labels is not None else None,
         files=find_dicom_files(source.images),
-        val_files=find_dicom_files(source.val_images) if has_val else {},
+        val_files=find_dicom_files(val_images) if val_images is not None else {},
     )
 
 
@@ -238,7 +241,7 @@ def check_data_box_sync(
     if not cases:
         result = check_box_sync(config.image_size, transforms=transforms)
         note = "no positive sample with a DICOM: checked random rectangles instead"
-        status = "fail" if result.status == "fail" else "warn"
+        status: Status = "fail" if result.status == "fail" else "warn"
         return dataclasses.replace(result, status=status, message=f"{note}; {result.message}")
     result = check_box_sync(config.image_size, transforms=transforms, cases=cases)
     note = (

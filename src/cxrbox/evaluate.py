@@ -111,7 +111,7 @@ def load_trained_model(
     config = config_from_dict(state["config"], source=str(checkpoint_path))
     model = build_model(config.head, config.norm, config.width).to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.load_state_dict(state["model"])
     model.eval()
     coding = GridCoding(prior_w=config.prior_size, prior_h=config.prior_size)

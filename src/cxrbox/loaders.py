@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -177,7 +178,7 @@ def build_loaders(config: TrainConfig) -> Loaders:
         intensity=config.intensity,
     )
     sampler = EpochShuffleSampler(len(train_set), config.seed)
-    workers = dict(
+    workers: dict[str, Any] = dict(
         num_workers=config.num_workers,
         worker_init_fn=seed_worker if config.num_workers else None,
         persistent_workers=False,

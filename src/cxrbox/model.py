@@ -43,6 +43,9 @@ class FrozenBatchNorm2d(nn.Module):
     per-channel scale and shift. Identical behaviour in train and eval mode.
     """
 
+    running_mean: Tensor
+    running_var: Tensor
+
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))

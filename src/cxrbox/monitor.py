@@ -17,6 +17,7 @@ Alarms become `MonitorEvent`s; the trainer logs them and, for collapse with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -138,7 +139,7 @@ class TrainingMonitor:
 
         names = list(self._pending)
         values = torch.stack([self._pending[n].float().cpu() for n in names]).tolist()
-        record: dict[str, object] = dict(zip(names, values, strict=True))
+        record: dict[str, Any] = dict(zip(names, values, strict=True))
         layer_names = list(self._layer_norms)
         layer_values = torch.stack([v.cpu() for v in self._layer_norms.values()]).tolist()
         record["grad_norm_layers"] = dict(zip(layer_names, layer_values, strict=True))

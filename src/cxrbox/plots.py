@@ -147,7 +147,9 @@ def plot_val_predictions(
             for box, score in zip(record["boxes"][row], record["scores"][row], strict=True):
                 x1, y1, x2, y2 = (v * size for v in box)
                 kept = score >= score_threshold
-                style = {"lw": 1.2, "ls": "-"} if kept else {"lw": 0.8, "ls": ":", "alpha": 0.6}
+                style: dict[str, Any] = (
+                    {"lw": 1.2, "ls": "-"} if kept else {"lw": 0.8, "ls": ":", "alpha": 0.6}
+                )
                 ax.add_patch(
                     Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", **style)
                 )

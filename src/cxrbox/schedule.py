@@ -89,7 +89,7 @@ class _CosineToFloorLR(CosineAnnealingLR):
         epoch = min(max(self.last_epoch, 0), self.T_max)
         factor = (1.0 + math.cos(math.pi * epoch / self.T_max)) / 2.0
         ratio = self.min_lr_ratio
-        return [base * (ratio + (1.0 - ratio) * factor) for base in self.base_lrs]
+        return [float(base) * (ratio + (1.0 - ratio) * factor) for base in self.base_lrs]
 
 
 def build_scheduler(

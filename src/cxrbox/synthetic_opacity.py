@@ -115,7 +115,10 @@ def place_opacities(
         for attempt in range(_ATTEMPTS):
             if attempt % 8 == 7 or seeds[which] is None:
                 which = 1 - which
-            got = _opacity(rng, lungs[which], seeds[which], texture)
+            seed = seeds[which]
+            if seed is None:  # attempt 8k+7 flipped to a lung without candidates: next attempt
+                continue
+            got = _opacity(rng, lungs[which], seed, texture)
             if got is not None and all(box_iou(got[1], b) < MAX_PAIR_IOU for b in boxes):
                 total += got[0] * np.float32(rng.uniform(0.75, 1.0))
                 boxes.append(got[1])

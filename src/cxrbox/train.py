@@ -66,7 +66,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: decay on conv/linear weights; none on norms and biases (1-D tensors)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.ndim > 1 else no_decay).append(param)
@@ -104,7 +105,7 @@ def build_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
     device = torch.device(config.device)
     model = build_model(config.head, config.norm, config.width).to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
@@ -189,7 +190,7 @@ def train_one_epoch(state: TrainState, loaders: Loaders, runlog: RunLog, progres
     """One pass over the training set; returns the mean loss."""
     epoch = state.epoch
     loaders.sampler.set_epoch(epoch)
-    loaders.train.dataset.set_epoch(epoch)
+    loaders.train.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
     batches = epoch_batches(
         loaders.train, state.epoch_step, state.config.batch_size, state.resume_rng
     )
@@ -353,7 +354,7 @@ def run_record(state: TrainState, loaders: Loaders) -> dict[str, Any]:
 def save_val_samples(loaders: Loaders, path: Path) -> None:
     """The first validation images (eval transforms, uint8) that the prediction plot shows."""
     dataset = loaders.val.dataset
-    n = min(N_VAL_SAMPLES, len(dataset))
+    n = min(N_VAL_SAMPLES, len(dataset))  # type: ignore[arg-type]
     images = [(dataset[i].image[0] * 255).round().to(torch.uint8).numpy() for i in range(n)]
     np.savez_compressed(path, images=np.stack(images))
 

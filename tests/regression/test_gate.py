@@ -1,6 +1,7 @@
 """The pull-request gate: the default configuration learns, predictions stay non-constant, the
 optimizer moves every weight, the schedule warms up properly, and the loss uses one coordinate
-system. Every check goes through the trainer's own code (`cxrbox.probes`)."""
+system. Every check goes through the trainer's own code (`cxrbox.probes`, which runs the
+`cxrbox.testing` checks on `cxrbox.own_detector`)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from cxrbox.options import HEADS, NORMS
 
+QUICK_SKIPS = ("position_sensitivity", "overfit")  # the two checks that train
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -30,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON array of checks")
     parser.add_argument(
         "--quick", action="store_true", help="skip the two training probes (position, overfit)"
+    )
+    parser.add_argument(
+        "--detector",
+        metavar="MODULE:NAME",
+        help="run the cxrbox.testing checklist on your own model instead: a Detector, or a "
+        "function of no arguments returning one (the current directory is importable)",
     )
     parser.set_defaults(func=run)
 
@@ -56,13 +64,14 @@ def json_safe(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import logging
 
     from cxrbox.config import load_config
     from cxrbox.diagnose import run_checklist
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.detector:
+        return run_detector(args)
     config = load_config(args.config, {name: getattr(args, name) for name in OVERRIDES})
     data = config.images or "built-in synthetic data"
     print(
@@ -71,13 +80,36 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     started = time.perf_counter()
-
-    def progress(name: str) -> None:
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-
     results = run_checklist(config, quick=args.quick, progress=progress)
+    return report(results, args.json, started)
+
+
+def progress(name: str) -> None:
+    print(f"running {name} ...", file=sys.stderr, flush=True)
+
+
+def run_detector(args: argparse.Namespace) -> int:
+    """`--detector MODULE:NAME`: the kit's checklist on that detector."""
+    import os
+
+    from cxrbox.testing.checklist import load_detector, run_detector_checklist
+
+    if os.getcwd() not in sys.path:  # like `python -m`: the project's own modules import
+        sys.path.insert(0, os.getcwd())
+    detector = load_detector(args.detector)
+    print(f"cxrbox diagnose: {detector.name} from {args.detector}", file=sys.stderr)
+    started = time.perf_counter()
+    skip = QUICK_SKIPS if args.quick else ()
+    results = run_detector_checklist(detector, progress=progress, skip=skip)
+    return report(results, args.json, started)
+
+
+def report(results: list[Any], as_json: bool, started: float) -> int:
+    """Print one line per check (or a JSON array) and the verdict; exit code 1 on a failure."""
+    import json
+
     failed = [r.name for r in results if r.status == "fail"]
-    if args.json:
+    if as_json:
         print(json.dumps([json_safe(r.as_dict()) for r in results], allow_nan=False))
         return 1 if failed else 0
     for result in results:
