@@ -46,3 +46,11 @@ class CollapseError(TrainingError):
 
 class CheckpointError(CxrboxError):
     """A checkpoint or run directory cannot be loaded or resumed."""
+
+
+class ModelFileError(CxrboxError):
+    """An exported model file (ONNX) is missing, unreadable, foreign or inconsistent."""
+
+
+class ExportError(CxrboxError):
+    """A model cannot be exported or quantized (nothing is left half-written)."""

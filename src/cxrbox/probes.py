@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ from torch import Tensor
 from cxrbox.augment import apply_transforms, build_transforms
 from cxrbox.boxes import box_iou, xyxy_to_cxcywh
 from cxrbox.config import TrainConfig
-from cxrbox.decode import decode_grid, postprocess
+from cxrbox.decode import GridCoding, decode_grid, postprocess
 from cxrbox.errors import InputValueError
 from cxrbox.metrics import mean_iou
 from cxrbox.model import STRIDE
@@ -29,6 +29,9 @@ from cxrbox.schedule import audit_lr_curve
 from cxrbox.train import build_state, train_step
 
 Status = Literal["pass", "warn", "fail"]
+# (trained model, its config at the probe's image size, its coding, calibration images) -> the
+# model to score: `model(images [B, 1, S, S]) -> raw [B, 5, Hg, Wg]`.
+Deploy = Callable[[torch.nn.Module, TrainConfig, GridCoding, Tensor], Callable[[Tensor], Tensor]]
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,9 @@ class OverfitResult:
     heldout_spread_ratio: float
 
 
-def _top_boxes(model: torch.nn.Module, images: Tensor, state: Any) -> tuple[list, Tensor]:
+def _top_boxes(
+    model: Callable[[Tensor], Tensor], images: Tensor, state: Any
+) -> tuple[list, Tensor]:
     with torch.no_grad():
         pred_boxes, scores = decode_grid(model(images.to(state.device)).float(), state.coding)
     cfg = state.config
@@ -168,12 +173,28 @@ def _top_boxes(model: torch.nn.Module, images: Tensor, state: Any) -> tuple[list
     return detections, torch.stack([d.boxes[0] for d in detections])  # [B, 4]
 
 
-def overfit(config: TrainConfig, data: ShiftedCopies, steps: int, seed: int = 0) -> OverfitResult:
-    """Train the configured model on the fitted batch with the trainer's own `train_step`."""
+def overfit(
+    config: TrainConfig,
+    data: ShiftedCopies,
+    steps: int,
+    seed: int = 0,
+    *,
+    deploy: Deploy | None = None,
+) -> OverfitResult:
+    """Train the configured model on the fitted batch with the trainer's own `train_step`.
+
+    `deploy(model, config, coding, calibration_images)` turns the trained model into the model
+    that is scored (e.g. its int8 ONNX export, `cxrbox.parity.Int8Deployer`).
+    """
     torch.manual_seed(seed)
     state = build_state(probe_config(config, steps), steps_per_epoch=steps)
     losses = [train_step(state, data.images, data.boxes)["loss"] for _ in range(steps)]
-    model = state.model.eval()
+    model: Callable[[Tensor], Tensor] = state.model.eval()
+    if deploy is not None:
+        size = int(data.images.shape[-1])
+        model = deploy(
+            state.model, state.config.replace(image_size=size), state.coding, data.images
+        )
     detections, top = _top_boxes(model, data.images, state)
     held_detections, held_top = _top_boxes(model, data.heldout_images, state)
     cxcywh = xyxy_to_cxcywh(top)
@@ -496,7 +517,12 @@ POSITION_MIN_CORRELATION = 0.8
 
 
 def check_position_sensitivity(
-    config: TrainConfig, image_size: int = 128, steps: int = 60, seed: int = 0
+    config: TrainConfig,
+    image_size: int = 128,
+    steps: int = 60,
+    seed: int = 0,
+    *,
+    deploy: Deploy | None = None,
 ) -> CheckResult:
     """A bright square rolled to stride-aligned positions (every 32 px): fit 8 with the trainer's
     own `train_step`, then the top box must find it at 8 held-out positions.
@@ -512,7 +538,7 @@ def check_position_sensitivity(
     copies = shifted_copies(
         8, 8, image_size, seed, step=STRIDE, source=blob, source_box=np.array([0, 0, side, side])
     )
-    r = overfit(config, copies, steps, seed)
+    r = overfit(config, copies, steps, seed, deploy=deploy)
     numbers = {
         "heldout_mean_iou": r.heldout_mean_iou,
         "correlation": r.follow_correlation,

@@ -12,7 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print mean IoU, corner MAE (original pixels), RSNA mAP and the spread of "
         "the top prediction (near 0 means collapse) of a checkpoint on labelled data.",
     )
-    parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="a checkpoint (best.pt) or an exported .onnx model")
+    model.add_argument("--checkpoint", dest="model", help="same as --model")
     parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
     parser.add_argument("--labels", required=True, help="RSNA label CSV")
     parser.add_argument("--device", default="cpu")
@@ -23,10 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from cxrbox.evaluate import evaluate, flat_metrics, folder_loader, load_trained_model
+    from cxrbox.evaluate import evaluate, flat_metrics, folder_loader
+    from cxrbox.inference import load_inference_model
     from cxrbox.labels import read_rsna_labels
 
-    model, config, coding = load_trained_model(args.checkpoint, args.device)
+    model, config, coding = load_inference_model(args.model, args.device)
     loader = folder_loader(args.images, read_rsna_labels(args.labels), config)
     result = evaluate(model, loader, coding, config, args.device)
     metrics = flat_metrics(result)
