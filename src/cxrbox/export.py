@@ -94,6 +94,7 @@ def export_onnx(
                 # The tracer warns about BoxRegressor's input-shape check: the graph has a fixed
                 # S, which OnnxModel checks against the metadata instead.
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is deliberate
                 torch.onnx.export(
                     model,
                     (dummy,),
