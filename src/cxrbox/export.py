@@ -86,7 +86,7 @@ def export_onnx(
 ) -> Path:
     """Export `model` (FP32, eval mode) to `out_path` with its metadata; returns the path."""
     out_path = Path(out_path)
-    model = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format).eval().cpu()
+    model = copy.deepcopy(model).float().eval().cpu()  # memory format does not reach the graph
     dummy = torch.zeros(2, 1, config.image_size, config.image_size)
     with atomic_path(out_path) as tmp:
         try:
