@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="RSNA label CSV naming the calibration images")  # fmt: skip
     parser.add_argument("--no-report", dest="report", action="store_false",
                         help="skip the parity report")  # fmt: skip
+    parser.add_argument("--no-probe", dest="probe", action="store_false",
+                        help="skip the int8 position probe (trains a probe model)")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         calibration_images=args.calibration_images,
         calibration_labels=args.calibration_labels,
         report=args.report,
+        probe=args.probe,
     )
     for path in result.files:
         print(f"cxrbox export: wrote {path}")
