@@ -74,7 +74,7 @@ def export_checkpoint(
     if int8:
         report_data["quantization"] = {
             "settings": settings.name(),
-            "calibration_images": calibration_n,
+            "calibration_images": len(calibration),
         }
         report_data["top_box_iou"] = top_box_agreement(
             predictions["onnx_fp32"], predictions["onnx_int8"]

@@ -171,3 +171,25 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
             build_model(width=0.25), TrainConfig(image_size=64), cxrbox.decode.GridCoding(), out
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_through_onnx_writes_the_same_submission_as_the_checkpoint(run, tmp_path):
+    images = str(run["splits"].val_images)
+    rows = []
+    for model in (run["result"].run_dir / "best.pt", run["out"]):
+        out = tmp_path / f"{model.suffix[1:]}.csv"
+        args = ["predict", "--model", str(model), "--images", images, "--out", str(out)]
+        assert main([*args, "--score-threshold", "0.0"]) == 0
+        rows.append(out.read_text().splitlines())
+    assert len(rows[0]) == len(rows[1]) > 1
+    for pt_row, onnx_row in zip(*rows, strict=True):
+        pt_id, pt_boxes = pt_row.split(",")
+        onnx_id, onnx_boxes = onnx_row.split(",")
+        assert pt_id == onnx_id
+        if pt_id != "patientId":
+            np.testing.assert_allclose(
+                [float(v) for v in onnx_boxes.split()],
+                [float(v) for v in pt_boxes.split()],
+                atol=1e-3 + 1,
+                rtol=0,
+            )
