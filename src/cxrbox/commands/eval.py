@@ -1,4 +1,4 @@
-"""`cxrbox eval`: mean IoU, corner MAE and RSNA mAP of a checkpoint on labelled data."""
+"""`cxrbox eval`: mean IoU, corner MAE and RSNA mAP of a checkpoint or .onnx on labelled data."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a checkpoint on RSNA-format data",
+        help="evaluate a checkpoint or an exported .onnx model on RSNA-format data",
         description="Print mean IoU, corner MAE (original pixels), RSNA mAP and the spread of "
-        "the top prediction (near 0 means collapse) of a checkpoint on labelled data.",
+        "the top prediction (near 0 means collapse) of a checkpoint or an .onnx model on "
+        "labelled data.",
     )
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", help="a checkpoint (best.pt) or an exported .onnx model")
