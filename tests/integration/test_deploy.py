@@ -193,3 +193,14 @@ def test_predict_through_onnx_writes_the_same_submission_as_the_checkpoint(run, 
                 atol=1e-3 + 1,
                 rtol=0,
             )
+
+
+def test_bench_inference_times_every_backend_in_one_run(run):
+    from cxrbox.bench_inference import benchmark_inference
+
+    rows = benchmark_inference(run["result"].run_dir / "best.pt", (64,), (1, 2), repeats=1)
+    assert [(r.backend.split()[0], r.batch_size) for r in rows] == [
+        ("pytorch", 1), ("onnxruntime", 1), ("onnxruntime", 1),
+        ("pytorch", 2), ("onnxruntime", 2), ("onnxruntime", 2),
+    ]  # fmt: skip
+    assert all(r.images_per_s > 0 for r in rows)
