@@ -1,8 +1,7 @@
 """Decode once: a memory-mapped uint8 image cache [N, S, S] with a JSON sidecar.
 
-`build_cache` decodes each DICOM with `cxrbox.dicom.load_pixels`, resizes it to S x S
-(cv2.INTER_AREA; non-square images are resized without keeping the aspect ratio, like
-`cxrbox.augment`) and stores round(255 * pixels) as uint8 in a `.npy` file
+`build_cache` turns each DICOM into the model's uint8 S x S image with
+`cxrbox.preprocess.load_model_image` (the one DICOM-to-input path) and stores it in a `.npy` file
 (np.lib.format.open_memmap). The sidecar `<name>.json` records the format version, S, the
 intensity rule (`cxrbox.dicom`; a cache opened for another rule is refused), the source folder,
 the patient ids in row order and each image's original (H, W), which boxes in original pixels
@@ -46,21 +45,10 @@ def _listed(items: Sequence[str]) -> str:
 def decode_resized(
     path: str | Path, size: int, intensity: str = DEFAULT_INTENSITY
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Load one DICOM and return (uint8 [size, size], original (H, W))."""
-    import cv2
+    """Load one DICOM and return (uint8 [size, size], original (H, W)): `load_model_image`."""
+    from cxrbox.preprocess import load_model_image
 
-    from cxrbox.dicom import load_pixels
-
-    pixels = load_pixels(path, intensity=intensity)
-    orig = (int(pixels.shape[0]), int(pixels.shape[1]))
-    if orig != (size, size):
-        pixels = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
-    return to_uint8(pixels), orig
-
-
-def to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """float in [0, 1] -> uint8, rounded to nearest (the cache's quantization)."""
-    return np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return load_model_image(path, size, intensity=intensity)
 
 
 def _decode_job(job: tuple[str, int, str]) -> tuple[np.ndarray, tuple[int, int]]:

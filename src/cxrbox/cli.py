@@ -17,6 +17,7 @@ from cxrbox.errors import CxrboxError
 # Module names under cxrbox.commands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "train", "eval", "predict", "diagnose", "plot", "bench", "cache", "viz_data", "synth",
+    "export", "bench_inference",
 )  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """From DICOM files (or the uint8 image cache) to training tensors, boxes in sync with pixels.
 
-One sample: the image [H, W] (float32 from the DICOM, or uint8 from `cxrbox.cache` with its
-boxes scaled from original to cache pixels), its pixel xyxy boxes, through
+One sample: the uint8 image [S, S] of `cxrbox.preprocess.load_model_image` (decoded from the
+DICOM, or the same bytes read from `cxrbox.cache`) with its boxes scaled from original to S px
+pixels, through
 `cxrbox.augment.apply_transforms` seeded by (seed, epoch, index), then to a float32 tensor
 [1, S, S] in [0, 1] and boxes ordered, clipped (`cxrbox.boxes.order_and_clip_xyxy`) and
 normalized to [0, 1]. Boxes lost on the way are counted in `n_dropped`, never silent.
@@ -22,10 +23,11 @@ from torch.utils.data import Dataset
 from cxrbox.augment import apply_transforms, augmentation_seed
 from cxrbox.boxes import normalize_xyxy, order_and_clip_xyxy
 from cxrbox.cache import ImageCache
-from cxrbox.dicom import find_dicom_files, load_pixels
+from cxrbox.dicom import find_dicom_files
 from cxrbox.errors import DataError, InputValueError
 from cxrbox.labels import count_out_of_bounds
 from cxrbox.options import DEFAULT_INTENSITY
+from cxrbox.preprocess import load_model_image, to_unit_float
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -105,6 +107,8 @@ class RSNADataset(Dataset):
         seed: augmentation seed; with `set_epoch`, sample i of epoch e always gets the same
             random draw, whichever DataLoader worker loads it.
         intensity: `load_pixels`' rule for DICOMs without a window (`cxrbox.dicom`).
+        image_size: side S of the model input made from each DICOM (`load_model_image`);
+            None: the side of the transforms' first `A.Resize` step.
 
     Raises DataError when a labelled patient has no DICOM (or is missing from the cache),
     listing how many and the first few.
@@ -118,6 +122,7 @@ class RSNADataset(Dataset):
         cache: ImageCache | str | Path | None = None,
         seed: int = 0,
         intensity: str = DEFAULT_INTENSITY,
+        image_size: int | None = None,
     ) -> None:
         self.patient_ids: list[str] = list(labels)
         self.labels = {pid: _as_boxes(pid, labels[pid]) for pid in self.patient_ids}
@@ -127,6 +132,7 @@ class RSNADataset(Dataset):
         self.epoch = 0
         self.images_dir = Path(images_dir) if images_dir is not None else None
         self.files: dict[str, Path] = {}
+        self.image_size = image_size
         if cache is not None:
             self.cache: ImageCache | None = (
                 cache if isinstance(cache, ImageCache) else ImageCache.open(cache)
@@ -141,6 +147,8 @@ class RSNADataset(Dataset):
             )
             return
         self.cache = None
+        if self.image_size is None:
+            self.image_size = _resize_side(transforms)
         if self.images_dir is None:
             raise InputValueError("RSNADataset: give images_dir, cache, or both")
         found = find_dicom_files(self.images_dir)
@@ -164,16 +172,19 @@ class RSNADataset(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         """Untransformed (image [H, W], boxes [K, 4] pixel xyxy of that image, original (H, W)).
 
-        From the cache the image is uint8 [S, S] and the boxes are scaled to it; from the
-        DICOM it is float32 at the original size.
+        The image is uint8 [S, S] from `load_model_image` (or the same bytes from the cache)
+        and the boxes are scaled to it.
         """
         patient_id = self.patient_ids[index]
         boxes = self.labels[patient_id]
         if self.cache is None:
-            image = load_pixels(self.files[patient_id], intensity=self.intensity)
-            return image, boxes, (int(image.shape[0]), int(image.shape[1]))
-        image = self.cache.get(patient_id)
-        orig_h, orig_w = self.cache.orig_size(patient_id)
+            assert self.image_size is not None  # set in __init__ whenever there is no cache
+            image, (orig_h, orig_w) = load_model_image(
+                self.files[patient_id], self.image_size, intensity=self.intensity
+            )
+        else:
+            image = self.cache.get(patient_id)
+            orig_h, orig_w = self.cache.orig_size(patient_id)
         rows, cols = image.shape
         scale = np.array([cols / orig_w, rows / orig_h] * 2, dtype=np.float32)
         return image, boxes * scale, (orig_h, orig_w)
@@ -187,6 +198,19 @@ class RSNADataset(Dataset):
         return to_sample(out.image, out.boxes, self.patient_ids[index], orig_size, out.n_dropped)
 
 
+def _resize_side(transforms: A.Compose) -> int:
+    """The output side of the first `A.Resize` of `transforms` (what `build_transforms` makes)."""
+    import albumentations as A
+
+    for step in getattr(transforms, "transforms", []):
+        if isinstance(step, A.Resize) and step.height == step.width:
+            return int(step.height)
+    raise InputValueError(
+        "RSNADataset: give image_size, or transforms that start with a square A.Resize "
+        "(cxrbox.augment.build_transforms)"
+    )
+
+
 def to_sample(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -196,10 +220,7 @@ def to_sample(
 ) -> Sample:
     """Transformed numpy image [S, S] (uint8 or float32) and pixel boxes [K, 4] -> Sample."""
     height, width = image.shape
-    pixels = image.astype(np.float32)  # always a fresh, writable, contiguous copy
-    if image.dtype == np.uint8:
-        np.divide(pixels, 255.0, out=pixels)
-    tensor = torch.from_numpy(pixels)
+    tensor = torch.from_numpy(to_unit_float(image))
     pixel_boxes = torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
     clipped = order_and_clip_xyxy(pixel_boxes, width, height)
     normalized = normalize_xyxy(clipped, width, height)

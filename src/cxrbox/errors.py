@@ -61,3 +61,11 @@ class CheckpointVersionError(CheckpointError):
 
 class CheckpointWriteError(CheckpointError):
     """Writing a checkpoint failed (disk full, permissions); the previous one is left intact."""
+
+
+class ModelFileError(CxrboxError):
+    """An exported model file (ONNX) is missing, unreadable, foreign or inconsistent."""
+
+
+class ExportError(CxrboxError):
+    """A model cannot be exported or quantized (nothing is left half-written)."""

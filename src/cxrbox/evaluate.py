@@ -11,7 +11,7 @@ the detections above `score_threshold`, as a submission would.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+import cxrbox.decode as decoding
 from cxrbox.augment import build_transforms
 from cxrbox.checkpoint import load_checkpoint
 from cxrbox.config import TrainConfig, config_from_dict
 from cxrbox.data import RSNADataset, collate_samples
-from cxrbox.decode import Detections, GridCoding, decode_grid, postprocess
+from cxrbox.decode import Detections, GridCoding
 from cxrbox.metrics import EvalResult, evaluate_predictions, rsna_map
 from cxrbox.model import build_model
 
@@ -40,21 +41,26 @@ class ImagePrediction:
 
 @torch.no_grad()
 def predict_batches(
-    model: nn.Module,
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     loader: DataLoader,
     coding: GridCoding,
     config: TrainConfig,
     device: torch.device,
     score_threshold: float = 0.0,
 ) -> Iterator[ImagePrediction]:
-    """Decode + NMS + top-k for every image of `loader` (model put in eval mode)."""
-    model.eval()
+    """Decode + NMS + top-k for every image of `loader` (model put in eval mode).
+
+    `model(images [B, 1, S, S]) -> raw [B, 5, Hg, Wg]`: an nn.Module or an exported model
+    (`cxrbox.onnx_model.OnnxModel`); both go through the same decode.
+    """
+    if isinstance(model, nn.Module):
+        model.eval()
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     for batch in loader:
         images = batch.images.to(device, memory_format=memory_format)
         raw = model(images).float()
-        boxes, scores = decode_grid(raw, coding)
-        detections = postprocess(
+        boxes, scores = decoding.decode_grid(raw, coding)
+        detections = decoding.postprocess(
             boxes.cpu(), scores.cpu(), score_threshold, config.nms_iou, config.top_k
         )
         for i, det in enumerate(detections):
@@ -63,7 +69,7 @@ def predict_batches(
 
 
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     loader: DataLoader,
     coding: GridCoding,
     config: TrainConfig,

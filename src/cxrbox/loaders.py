@@ -137,16 +137,31 @@ class Loaders:
     n_val: int
 
 
-def build_loaders(config: TrainConfig) -> Loaders:
-    """Train loader (augmented, shuffled per epoch) and val loader (resize only, in order)."""
+@dataclass(frozen=True)
+class Splits:
+    """A run's labels: train (in `source.images`) and validation (in `val_images`)."""
+
+    source: DataSource
+    train_labels: dict
+    val_images: Path
+    val_labels: dict
+
+
+def resolve_splits(config: TrainConfig) -> Splits:
+    """The run's train and validation labels (given, or split by patient with the seed)."""
     source = resolve_data(config)
     labels = read_rsna_labels(source.labels)
     if source.val_labels is not None and source.val_images is not None:
-        train_labels, val_labels = labels, read_rsna_labels(source.val_labels)
-        val_images = source.val_images
-    else:
-        train_labels, val_labels = split_by_patient(labels, config.val_fraction, config.seed)
-        val_images = source.images
+        return Splits(source, labels, source.val_images, read_rsna_labels(source.val_labels))
+    train_labels, val_labels = split_by_patient(labels, config.val_fraction, config.seed)
+    return Splits(source, train_labels, source.images, val_labels)
+
+
+def build_loaders(config: TrainConfig) -> Loaders:
+    """Train loader (augmented, shuffled per epoch) and val loader (resize only, in order)."""
+    splits = resolve_splits(config)
+    source, val_images = splits.source, splits.val_images
+    train_labels, val_labels = splits.train_labels, splits.val_labels
 
     train_cache = val_cache = None
     if config.use_cache:

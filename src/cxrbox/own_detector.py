@@ -8,19 +8,26 @@ planted anywhere in that code shows up in the kit's checks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 import cxrbox.train
 from cxrbox.augment import build_transforms
 from cxrbox.config import TrainConfig
-from cxrbox.decode import decode_grid, postprocess
+from cxrbox.decode import GridCoding, decode_grid, postprocess
 from cxrbox.errors import InputValueError
 from cxrbox.model import STRIDE
 from cxrbox.objective import assign_targets, compute_loss
 from cxrbox.testing.detector import Detector, Prediction
 from cxrbox.testing.learning import DEFAULT_OVERFIT_STEPS
 from cxrbox.train import TrainState
+
+# (trained model, its config at the probe's image size, its coding, calibration images) -> the
+# model to score: `model(images [B, 1, S, S]) -> raw [B, 5, Hg, Wg]` (e.g. an int8 ONNX export,
+# `cxrbox.parity.Int8Deployer`).
+Deploy = Callable[[nn.Module, TrainConfig, GridCoding, Tensor], Callable[[Tensor], Tensor]]
 
 
 def probe_config(config: TrainConfig, steps: int) -> TrainConfig:
@@ -31,10 +38,14 @@ def probe_config(config: TrainConfig, steps: int) -> TrainConfig:
 class _OwnRuns:
     """The trainer states the kit builds, found again from their model or optimizer."""
 
-    def __init__(self, config: TrainConfig, steps_per_epoch: int) -> None:
+    def __init__(
+        self, config: TrainConfig, steps_per_epoch: int, deploy: Deploy | None = None
+    ) -> None:
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         self.states: list[TrainState] = []
+        self.deploy = deploy
+        self.deployed: dict[int, Callable[[Tensor], Tensor]] = {}  # id(model) -> its deployment
 
     def build(self) -> nn.Module:
         state = cxrbox.train.build_state(self.config, steps_per_epoch=self.steps_per_epoch)
@@ -68,9 +79,21 @@ class _OwnRuns:
         targets = assign_targets(boxes, grid, grid)
         return compute_loss(state.model(images), targets, state.weights, state.coding).total
 
+    def forward(self, state: TrainState, images: Tensor) -> Callable[[Tensor], Tensor]:
+        """The trained model, or its deployment made once from it, calibrated on the first
+        images it is asked to predict (the probe's fitted batch)."""
+        if self.deploy is None:
+            return state.model
+        key = id(state.model)
+        if key not in self.deployed:
+            config = state.config.replace(image_size=int(images.shape[-1]))
+            self.deployed[key] = self.deploy(state.model, config, state.coding, images)
+        return self.deployed[key]
+
     def predict(self, model: nn.Module, images: Tensor) -> list[Prediction]:
         state = self.state_of(model)
-        pred_boxes, scores = decode_grid(state.model(images.to(state.device)).float(), state.coding)
+        raw = self.forward(state, images)(images.to(state.device)).float()
+        pred_boxes, scores = decode_grid(raw, state.coding)
         cfg = state.config
         detections = postprocess(pred_boxes.cpu(), scores.cpu(), 0.0, cfg.nms_iou, cfg.top_k)
         return [(d.boxes, d.scores) for d in detections]
@@ -88,9 +111,10 @@ def grid_probe_raw() -> Tensor:
     return raw
 
 
-def own_detector(config: TrainConfig, steps: int) -> Detector:
-    """cxrbox's model of `config` for a probe run of `steps` steps (`probe_config`)."""
-    runs = _OwnRuns(probe_config(config, steps), steps_per_epoch=steps)
+def own_detector(config: TrainConfig, steps: int, deploy: Deploy | None = None) -> Detector:
+    """cxrbox's model of `config` for a probe run of `steps` steps (`probe_config`); with
+    `deploy`, predictions come from the deployed form of each trained model."""
+    runs = _OwnRuns(probe_config(config, steps), steps_per_epoch=steps, deploy=deploy)
     warmup_steps = min(round(0.1 * steps), steps - 1)
     return Detector(
         build=runs.build,

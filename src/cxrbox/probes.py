@@ -21,7 +21,7 @@ from cxrbox.augment import build_transforms
 from cxrbox.config import TrainConfig
 from cxrbox.decode import decode_grid
 from cxrbox.model import STRIDE
-from cxrbox.own_detector import grid_probe_raw, own_detector, probe_config
+from cxrbox.own_detector import Deploy, grid_probe_raw, own_detector, probe_config
 from cxrbox.testing import clipped, learning, parameters, warmup
 from cxrbox.testing import transforms as box_transforms
 from cxrbox.testing.learning import (
@@ -154,11 +154,19 @@ def check_loss_coordinates(config: TrainConfig) -> CheckResult:
 
 
 def check_position_sensitivity(
-    config: TrainConfig, image_size: int = 128, steps: int = 60, seed: int = 0
+    config: TrainConfig,
+    image_size: int = 128,
+    steps: int = 60,
+    seed: int = 0,
+    *,
+    deploy: Deploy | None = None,
 ) -> CheckResult:
     """A bright square rolled to stride-aligned positions (every 32 px): fit 8 with the trainer's
     own `train_step`, then the top box must find it at 8 held-out positions
-    (`cxrbox.testing.check_position_sensitivity`; the original pooled head fails)."""
+    (`cxrbox.testing.check_position_sensitivity`; the original pooled head fails).
+
+    `deploy` scores a deployed form of the trained model instead (e.g. its int8 ONNX export,
+    `cxrbox.parity.Int8Deployer`): quantization must not bring the stall back."""
     return learning.check_position_sensitivity(
-        own_detector(config, steps), image_size, steps, seed, stride=STRIDE
+        own_detector(config, steps, deploy=deploy), image_size, steps, seed, stride=STRIDE
     )

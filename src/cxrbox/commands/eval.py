@@ -1,4 +1,4 @@
-"""`cxrbox eval`: mean IoU, corner MAE and RSNA mAP of a checkpoint on labelled data."""
+"""`cxrbox eval`: mean IoU, corner MAE and RSNA mAP of a checkpoint or .onnx on labelled data."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from cxrbox.unreadable import add_on_error_arguments
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a checkpoint on RSNA-format data",
+        help="evaluate a checkpoint or an exported .onnx model on RSNA-format data",
         description="Print mean IoU, corner MAE (original pixels), RSNA mAP and the spread of "
-        "the top prediction (near 0 means collapse) of a checkpoint on labelled data.",
+        "the top prediction (near 0 means collapse) of a checkpoint or an .onnx model on "
+        "labelled data.",
     )
-    parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="a checkpoint (best.pt) or an exported .onnx model")
+    model.add_argument("--checkpoint", dest="model", help="same as --model")
     parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
     parser.add_argument("--labels", required=True, help="RSNA label CSV")
     parser.add_argument("--device", default="cpu")
@@ -27,11 +30,12 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from cxrbox.dicom import find_dicom_files
-    from cxrbox.evaluate import evaluate, flat_metrics, folder_loader, load_trained_model
+    from cxrbox.evaluate import evaluate, flat_metrics, folder_loader
+    from cxrbox.inference import load_inference_model
     from cxrbox.labels import read_rsna_labels
     from cxrbox.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
 
-    model, config, coding = load_trained_model(args.checkpoint, args.device)
+    model, config, coding = load_inference_model(args.model, args.device)
     labels = read_rsna_labels(args.labels)
     skipped = []
     if args.on_error == "skip":

@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Predict boxes for every <patientId>.dcm in --images and write "
         "patientId,PredictionString with groups of 'conf x y w h' in original pixels.",
     )
-    parser.add_argument("--checkpoint", required=True)
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="a checkpoint (best.pt) or an exported .onnx model")
+    model.add_argument("--checkpoint", dest="model", help="same as --model")
     parser.add_argument("--images", required=True)
     parser.add_argument("--out", required=True, help="submission CSV to write")
     parser.add_argument("--device", default="cpu")
@@ -31,10 +33,11 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrbox.decode import to_rsna_prediction_string
     from cxrbox.dicom import find_dicom_files
-    from cxrbox.evaluate import folder_loader, load_trained_model, predict_batches
+    from cxrbox.evaluate import folder_loader, predict_batches
+    from cxrbox.inference import load_inference_model
     from cxrbox.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
 
-    model, config, coding = load_trained_model(args.checkpoint, args.device)
+    model, config, coding = load_inference_model(args.model, args.device)
     threshold = config.score_threshold if args.score_threshold is None else args.score_threshold
     files = find_dicom_files(args.images)
     skipped = find_unreadable(files, config.intensity) if args.on_error == "skip" else []

@@ -1,0 +1,49 @@
+"""Open any model file for inference: a `.pt` checkpoint or an exported `.onnx` model.
+
+`load_inference_model(path)` returns `(model, config, coding)` where `model(images) -> raw`
+maps images Tensor[B, 1, S, S] to the raw head output Tensor[B, 5, Hg, Wg]. Both kinds then go
+through the same `cxrbox.evaluate.predict_batches`, i.e. the same `cxrbox.decode` and
+`cxrbox.metrics`. The ONNX path builds no PyTorch network: its config and decode coding come
+from the file's metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from cxrbox.config import TrainConfig, config_from_dict
+from cxrbox.decode import GridCoding
+
+RawModel = Callable[[Tensor], Tensor]
+
+
+def is_onnx(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def load_inference_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[RawModel, TrainConfig, GridCoding]:
+    """(model in eval mode, its TrainConfig, its GridCoding) from a .pt or .onnx file."""
+    if not is_onnx(path):
+        from cxrbox.evaluate import load_trained_model
+
+        return load_trained_model(path, device)
+    from cxrbox.onnx_model import OnnxModel
+
+    model = OnnxModel(path)
+    meta = model.metadata
+    config = config_from_dict(meta.config_dict(), source=str(path)).replace(
+        channels_last=False,
+        device="cpu",
+        image_size=meta.image_size,
+        score_threshold=meta.score_threshold,
+        nms_iou=meta.nms_iou,
+        top_k=meta.top_k,
+    )
+    coding = GridCoding(prior_w=meta.prior_w, prior_h=meta.prior_h, log_clamp=meta.log_clamp)
+    return model, config, coding
