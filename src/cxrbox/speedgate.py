@@ -1,0 +1,116 @@
+"""A speed gate for pull requests: fail when the training step got slower than a baseline.
+
+On a shared machine a step's wall time swings with the load (the step's share of the matmul
+rate ranged 44-69 % over repeated runs of unchanged code). So the gate never compares seconds.
+Each measurement is `rounds` rounds of [fp32 matmul, `steps` training steps] alternating in one
+process; a round's score is (training images/s) / (matmul GFLOP/s) of that same moment, and a
+measurement is the median score over its rounds. `cxrbox bench --save-json` writes one;
+`cxrbox bench --compare BASELINE.json --max-slowdown 0.15` measures the code it runs with and
+fails when median(candidate) < (1 - max_slowdown) x median(baseline). In CI the baseline is the
+pull request's base commit measured on the same runner just before (`.ci/bench-gate`).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from cxrbox.bench import _sync, matmul_gflops, random_batch
+from cxrbox.config import TrainConfig
+from cxrbox.errors import ConfigError
+from cxrbox.train import build_state, train_step
+
+GATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SpeedMeasurement:
+    """Per-round scores (training images/s per matmul GFLOP/s) and what was measured."""
+
+    device: str
+    image_size: int
+    batch_size: int
+    head: str
+    scores: list[float]
+    version: int = GATE_VERSION
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.scores)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> SpeedMeasurement:
+        try:
+            values = json.loads(Path(path).read_text())
+            measurement = cls(**values)
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a cxrbox speed baseline: {exc}") from exc
+        if measurement.version != GATE_VERSION or not measurement.scores:
+            raise ConfigError(f"{path}: speed baseline version {measurement.version}, no scores")
+        return measurement
+
+
+def measure_speed(config: TrainConfig, rounds: int = 7, steps: int = 3) -> SpeedMeasurement:
+    """`rounds` x (matmul rate, then `steps` timed training steps) after two warmup steps."""
+    device = torch.device(config.device)
+    state = build_state(config.replace(epochs=1), steps_per_epoch=rounds * steps + 3)
+    images, boxes = random_batch(config.batch_size, config.image_size)
+    for _ in range(2):
+        train_step(state, images, boxes, defer=True)
+    scores = []
+    for _ in range(rounds):
+        gflops = matmul_gflops(device, n=1024, repeats=4)
+        started = time.perf_counter()
+        for _ in range(steps):
+            train_step(state, images, boxes, defer=True)
+        _sync(device)
+        images_per_s = config.batch_size * steps / (time.perf_counter() - started)
+        scores.append(images_per_s / gflops)
+    return SpeedMeasurement(str(device), config.image_size, config.batch_size, config.head, scores)
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    baseline: float
+    candidate: float
+    max_slowdown: float
+
+    @property
+    def slowdown(self) -> float:
+        """Fraction of the baseline's speed lost (negative: faster)."""
+        return 1.0 - self.candidate / self.baseline
+
+    @property
+    def passed(self) -> bool:
+        return self.slowdown <= self.max_slowdown
+
+    def line(self) -> str:
+        return (
+            f"speed gate {'passed' if self.passed else 'FAILED'}: step speed "
+            f"{-self.slowdown:+.1%} vs baseline (median score {self.candidate:.4f} vs "
+            f"{self.baseline:.4f} images/s per matmul GFLOP/s; allowed slowdown "
+            f"{self.max_slowdown:.0%})"
+        )
+
+
+def compare(
+    baseline: SpeedMeasurement, candidate: SpeedMeasurement, max_slowdown: float
+) -> GateVerdict:
+    """The verdict on `candidate`; both must measure the same step (device, size, batch, head)."""
+    setup = ("device", "image_size", "batch_size", "head")
+    if any(getattr(baseline, k) != getattr(candidate, k) for k in setup):
+        raise ConfigError(
+            f"baseline measured {[getattr(baseline, k) for k in setup]}, "
+            f"candidate {[getattr(candidate, k) for k in setup]} ({', '.join(setup)})"
+        )
+    if not 0.0 <= max_slowdown < 1.0:
+        raise ConfigError(f"max_slowdown must be in [0, 1), got {max_slowdown}")
+    return GateVerdict(baseline.median, candidate.median, max_slowdown)
