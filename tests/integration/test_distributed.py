@@ -2,7 +2,8 @@
 
 Every 2-rank run here is a real job: `cxrbox train --nproc 2` (torchrun's elastic agent) or two
 `python -m cxrbox train` processes joined through RANK / WORLD_SIZE / MASTER_* as torchrun sets
-them. 112 synthetic images at 64 px: 90 train (5 steps of 16 per epoch), 22 validation.
+them. 112 synthetic images at 64 px: 91 train (5 steps of 16 per epoch; with 2 ranks one
+image of each epoch is cut so that both have 45), 21 validation (shards of 11 and 10).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def _config(data: Path, out: Path, batch_size: int, **changes) -> TrainConfig:
         out=str(out),
         image_size=64,
         norm="group",
+        val_fraction=0.19,
         epochs=2,
         batch_size=batch_size,
         plots=False,
@@ -109,7 +111,7 @@ def test_two_rank_validation_equals_one_process_evaluation_of_its_checkpoint(two
     single = flat_metrics(
         evaluate(model, build_loaders(config).val, coding, config, torch.device("cpu"))
     )
-    assert logged["val_n_images"] == single["n_images"] == 22
+    assert logged["val_n_images"] == single["n_images"] == 21
     for name, value in single.items():
         assert logged[f"val_{name}"] == pytest.approx(value, rel=1e-6, abs=1e-9), name
 
@@ -118,6 +120,23 @@ def test_only_rank_0_writes_and_the_run_has_one_record_per_step(two_rank_run):
     steps = [r["step"] for r in read_records(two_rank_run, "step")]
     assert steps == list(range(10))
     assert sorted(p.name for p in two_rank_run.glob("*.pt")) == ["best.pt", "last.pt"]
+
+
+def test_every_epoch_trains_on_a_new_order(ddp_data, tmp_path, monkeypatch):
+    """The trainer sets the sampler's epoch (a rank that did not would repeat one order)."""
+    orders = []
+    real_iter = EpochShuffleSampler.__iter__
+
+    def recording_iter(self):
+        order = list(real_iter(self))
+        orders.append(order)
+        return iter(order)
+
+    monkeypatch.setattr(EpochShuffleSampler, "__iter__", recording_iter)
+    train(_config(ddp_data, tmp_path / "run", batch_size=16, augment=False), progress=False)
+    assert len(orders) == 2
+    assert orders[0] != orders[1]
+    assert sorted(orders[0]) == sorted(orders[1])
 
 
 def test_stopped_two_rank_run_resumes_exactly(ddp_data, two_rank_run, tmp_path):

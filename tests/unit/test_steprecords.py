@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import traceback
 
 import pytest
 import torch
@@ -51,13 +53,17 @@ def unmonitored_state():
 
 
 def test_unmonitored_deferred_step_never_reads_the_device(unmonitored_state, monkeypatch):
+    """No `.item()` / `.tolist()` but AdamW's step counters (host tensors; fused AdamW on CUDA
+    keeps them on the device)."""
     images, boxes = random_batch(4, 64)
     reads = []
     for name in ("item", "tolist"):
         real = getattr(torch.Tensor, name)
 
         def counting(self, *args, _real=real, _name=name):
-            reads.append(_name)
+            caller = traceback.extract_stack(limit=2)[0]
+            if f"torch{os.sep}optim{os.sep}" not in caller.filename:
+                reads.append(f"{_name} in {caller.filename}:{caller.lineno}")
             return _real(self, *args)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
