@@ -2,9 +2,11 @@
 
 On a shared machine a step's wall time swings with the load (the step's share of the matmul
 rate ranged 44-69 % over repeated runs of unchanged code). So the gate never compares seconds.
-Each measurement is `rounds` rounds of [fp32 matmul, `steps` training steps] alternating in one
-process; a round's score is (training images/s) / (matmul GFLOP/s) of that same moment, and a
-measurement is the median score over its rounds. `cxrbox bench --save-json` writes one;
+Each measurement is `rounds` rounds of [fp32 matmul, `steps` training steps, fp32 matmul] in
+one process; a round's score is (matmul seconds) / (step seconds) of that same moment, and a
+measurement is the median score over its rounds. On CPU the gate runs one thread and reads the
+process's CPU time, which other processes on the machine do not inflate (they only delay us);
+on CUDA it reads wall time after a synchronize. `cxrbox bench --save-json` writes one;
 `cxrbox bench --compare BASELINE.json --max-slowdown 0.15` measures the code it runs with and
 fails when median(candidate) < (1 - max_slowdown) x median(baseline). In CI the baseline is the
 pull request's base commit measured on the same runner just before (`.ci/bench-gate`).
@@ -15,12 +17,14 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from cxrbox.bench import _sync, matmul_gflops, random_batch
+from cxrbox.bench import _no_tf32, _sync, random_batch
 from cxrbox.config import TrainConfig
 from cxrbox.errors import ConfigError
 from cxrbox.train import build_state, train_step
@@ -30,7 +34,7 @@ GATE_VERSION = 1
 
 @dataclass(frozen=True)
 class SpeedMeasurement:
-    """Per-round scores (training images/s per matmul GFLOP/s) and what was measured."""
+    """Per-round scores (matmul time / step time: the speed in matmul units) and the setup."""
 
     device: str
     image_size: int
@@ -59,22 +63,42 @@ class SpeedMeasurement:
 
 
 def measure_speed(config: TrainConfig, rounds: int = 7, steps: int = 3) -> SpeedMeasurement:
-    """`rounds` x (matmul rate, then `steps` timed training steps) after two warmup steps."""
+    """`rounds` x (matmul, `steps` timed training steps, matmul) after two warmup steps."""
     device = torch.device(config.device)
-    state = build_state(config.replace(epochs=1), steps_per_epoch=rounds * steps + 3)
-    images, boxes = random_batch(config.batch_size, config.image_size)
-    for _ in range(2):
-        train_step(state, images, boxes, defer=True)
-    scores = []
-    for _ in range(rounds):
-        gflops = matmul_gflops(device, n=1024, repeats=4)
-        started = time.perf_counter()
-        for _ in range(steps):
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    try:
+        state = build_state(config.replace(epochs=1), steps_per_epoch=rounds * steps + 3)
+        images, boxes = random_batch(config.batch_size, config.image_size)
+        a, b = torch.randn(512, 512, device=device), torch.randn(512, 512, device=device)
+        for _ in range(2):
             train_step(state, images, boxes, defer=True)
-        _sync(device)
-        images_per_s = config.batch_size * steps / (time.perf_counter() - started)
-        scores.append(images_per_s / gflops)
+            matmul_seconds(a, b, clock)
+        scores = []
+        for _ in range(rounds):
+            matmul = matmul_seconds(a, b, clock)
+            started = clock()
+            for _ in range(steps):
+                train_step(state, images, boxes, defer=True)
+            _sync(device)
+            step = (clock() - started) / steps
+            matmul = (matmul + matmul_seconds(a, b, clock)) / 2
+            scores.append(matmul / step)  # the step's speed in units of a matmul block
+    finally:
+        torch.set_num_threads(threads)
     return SpeedMeasurement(str(device), config.image_size, config.batch_size, config.head, scores)
+
+
+def matmul_seconds(a: Tensor, b: Tensor, clock: Callable[[], float], repeats: int = 8) -> float:
+    """Seconds (by `clock`) of `repeats` fp32 a @ b: the unit a step's time is measured in."""
+    with _no_tf32():
+        started = clock()
+        for _ in range(repeats):
+            a @ b
+        _sync(a.device)
+    return clock() - started
 
 
 @dataclass(frozen=True)
@@ -96,7 +120,7 @@ class GateVerdict:
         return (
             f"speed gate {'passed' if self.passed else 'FAILED'}: step speed "
             f"{-self.slowdown:+.1%} vs baseline (median score {self.candidate:.4f} vs "
-            f"{self.baseline:.4f} images/s per matmul GFLOP/s; allowed slowdown "
+            f"{self.baseline:.4f} matmul blocks per step; allowed slowdown "
             f"{self.max_slowdown:.0%})"
         )
 

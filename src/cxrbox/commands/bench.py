@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     gate = parser.add_argument_group(
         "speed gate",
-        "score = training images/s per fp32 matmul GFLOP/s, both measured alternately in this "
-        "process; the median over rounds is compared (see cxrbox.speedgate)",
+        "score = fp32 matmul time / training step time, measured alternately in this process "
+        "(CPU: one thread, CPU time); the median over rounds is compared (cxrbox.speedgate)",
     )
     gate.add_argument("--save-json", dest="save_json", metavar="PATH",
                       help="write this code's speed measurement (a baseline)")  # fmt: skip
