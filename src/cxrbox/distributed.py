@@ -22,13 +22,14 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from cxrbox.errors import ConfigError
+from cxrbox.model import BoxRegressor
 from cxrbox.objective import N_MEAN_VALUES
 
 log = logging.getLogger("cxrbox.distributed")
@@ -113,7 +114,7 @@ def main_first(world: World) -> Iterator[None]:
 class WithFeatures(nn.Module):
     """`forward` = `model.forward_with_features`, so DDP's hooks see the call the trainer makes."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: BoxRegressor) -> None:
         super().__init__()
         self.model = model
 
@@ -121,7 +122,9 @@ class WithFeatures(nn.Module):
         return self.model.forward_with_features(images)
 
 
-def wrap_for_training(model: nn.Module, world: World, device: torch.device, norm: str) -> Callable:
+def wrap_for_training(
+    model: BoxRegressor, world: World, device: torch.device, norm: str
+) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """The callable a step uses for (raw, features): DDP over all ranks, plain forward alone.
 
     `norm="batch"` becomes SyncBatchNorm on CUDA (statistics over the global batch). On CPU,
@@ -139,7 +142,8 @@ def wrap_for_training(model: nn.Module, world: World, device: torch.device, norm
                 "batch statistics (use norm=group for results equal to one process)"
             )
     device_ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(WithFeatures(model), device_ids=device_ids)
+    ddp = nn.parallel.DistributedDataParallel(WithFeatures(model), device_ids=device_ids)
+    return cast(Callable[[Tensor], tuple[Tensor, Tensor]], ddp)
 
 
 def global_box_normaliser(n_positive: Tensor, world: World) -> Tensor:

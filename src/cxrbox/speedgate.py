@@ -3,12 +3,14 @@
 On a shared machine a step's wall time swings with the load (the step's share of the matmul
 rate ranged 44-69 % over repeated runs of unchanged code). So the gate never compares seconds.
 Each measurement is `rounds` rounds of [fp32 matmul, `steps` training steps, fp32 matmul] in
-one process; a round's score is (matmul seconds) / (step seconds) of that same moment, and a
-measurement is the median score over its rounds. On CPU the gate runs one thread and reads the
-process's CPU time, which other processes on the machine do not inflate (they only delay us);
-on CUDA it reads wall time after a synchronize. `cxrbox bench --save-json` writes one;
+one process, and a measurement's score is min(matmul seconds) / min(step seconds) over its
+rounds: other work on the machine only ever adds time, so the fastest round of each is the
+closest to the code's own cost (as `timeit` advises), and the matmul puts the step in units of
+the machine's speed at that time. On CPU the gate runs one thread and reads the process's CPU
+time, which other processes do not inflate (they only delay it); on CUDA it reads wall time
+after a synchronize. `cxrbox bench --save-json` writes one;
 `cxrbox bench --compare BASELINE.json --max-slowdown 0.15` measures the code it runs with and
-fails when median(candidate) < (1 - max_slowdown) x median(baseline). In CI the baseline is the
+fails when score(candidate) < (1 - max_slowdown) x score(baseline). In CI the baseline is the
 pull request's base commit measured on the same runner just before (`.ci/bench-gate`).
 """
 
@@ -34,18 +36,25 @@ GATE_VERSION = 1
 
 @dataclass(frozen=True)
 class SpeedMeasurement:
-    """Per-round scores (matmul time / step time: the speed in matmul units) and the setup."""
+    """Per-round seconds of the matmul block and of one step, and the setup measured."""
 
     device: str
     image_size: int
     batch_size: int
     head: str
-    scores: list[float]
+    matmul_seconds: list[float]
+    step_seconds: list[float]
     version: int = GATE_VERSION
 
     @property
-    def median(self) -> float:
-        return statistics.median(self.scores)
+    def score(self) -> float:
+        """Step speed in matmul units: fastest matmul block / fastest step."""
+        return min(self.matmul_seconds) / min(self.step_seconds)
+
+    @property
+    def spread(self) -> float:
+        """Median step / fastest step - 1: how much the rounds were disturbed."""
+        return statistics.median(self.step_seconds) / min(self.step_seconds) - 1
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -57,13 +66,13 @@ class SpeedMeasurement:
             measurement = cls(**values)
         except (OSError, json.JSONDecodeError, TypeError) as exc:
             raise ConfigError(f"{path}: not a cxrbox speed baseline: {exc}") from exc
-        if measurement.version != GATE_VERSION or not measurement.scores:
-            raise ConfigError(f"{path}: speed baseline version {measurement.version}, no scores")
+        if measurement.version != GATE_VERSION or not measurement.step_seconds:
+            raise ConfigError(f"{path}: speed baseline version {measurement.version}, no rounds")
         return measurement
 
 
 def measure_speed(config: TrainConfig, rounds: int = 7, steps: int = 3) -> SpeedMeasurement:
-    """`rounds` x (matmul, `steps` timed training steps, matmul) after two warmup steps."""
+    """`rounds` x (matmul, `steps` timed training steps, matmul) after two warmup rounds."""
     device = torch.device(config.device)
     threads = torch.get_num_threads()
     if device.type == "cpu":
@@ -76,19 +85,20 @@ def measure_speed(config: TrainConfig, rounds: int = 7, steps: int = 3) -> Speed
         for _ in range(2):
             train_step(state, images, boxes, defer=True)
             matmul_seconds(a, b, clock)
-        scores = []
+        matmul, step = [], []
         for _ in range(rounds):
-            matmul = matmul_seconds(a, b, clock)
-            started = clock()
+            matmul.append(matmul_seconds(a, b, clock))
             for _ in range(steps):
+                started = clock()
                 train_step(state, images, boxes, defer=True)
-            _sync(device)
-            step = (clock() - started) / steps
-            matmul = (matmul + matmul_seconds(a, b, clock)) / 2
-            scores.append(matmul / step)  # the step's speed in units of a matmul block
+                _sync(device)
+                step.append(clock() - started)
+            matmul.append(matmul_seconds(a, b, clock))
     finally:
         torch.set_num_threads(threads)
-    return SpeedMeasurement(str(device), config.image_size, config.batch_size, config.head, scores)
+    return SpeedMeasurement(
+        str(device), config.image_size, config.batch_size, config.head, matmul, step
+    )
 
 
 def matmul_seconds(a: Tensor, b: Tensor, clock: Callable[[], float], repeats: int = 8) -> float:
@@ -119,7 +129,7 @@ class GateVerdict:
     def line(self) -> str:
         return (
             f"speed gate {'passed' if self.passed else 'FAILED'}: step speed "
-            f"{-self.slowdown:+.1%} vs baseline (median score {self.candidate:.4f} vs "
+            f"{-self.slowdown:+.1%} vs baseline (score {self.candidate:.4f} vs "
             f"{self.baseline:.4f} matmul blocks per step; allowed slowdown "
             f"{self.max_slowdown:.0%})"
         )
@@ -137,4 +147,4 @@ def compare(
         )
     if not 0.0 <= max_slowdown < 1.0:
         raise ConfigError(f"max_slowdown must be in [0, 1), got {max_slowdown}")
-    return GateVerdict(baseline.median, candidate.median, max_slowdown)
+    return GateVerdict(baseline.score, candidate.score, max_slowdown)

@@ -367,11 +367,11 @@ def train(
             is_best = metric > state.best_metric
             if is_best:
                 state.best_metric = metric
-            if world.is_main:
+            if world.is_main:  # best.pt first: a crash between the two redoes this epoch
                 snapshot = checkpoint_state(state)
-                save_checkpoint(snapshot, run_dir / "last.pt")
                 if is_best:
                     save_checkpoint(snapshot, run_dir / "best.pt")
+                save_checkpoint(snapshot, run_dir / "last.pt")
     if config.plots and world.is_main:
         write_plots(run_dir)
     distributed.barrier(world)  # no rank leaves while rank 0 still writes

@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     gate = parser.add_argument_group(
         "speed gate",
-        "score = fp32 matmul time / training step time, measured alternately in this process "
-        "(CPU: one thread, CPU time); the median over rounds is compared (cxrbox.speedgate)",
+        "score = fastest fp32 matmul block / fastest training step over rounds that alternate "
+        "them in this process (CPU: one thread, CPU time); see cxrbox.speedgate",
     )
     gate.add_argument("--save-json", dest="save_json", metavar="PATH",
                       help="write this code's speed measurement (a baseline)")  # fmt: skip
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exit 1 when this code's step is slower than the baseline by more than --max-slowdown",
     )
     gate.add_argument("--max-slowdown", dest="max_slowdown", type=float, default=0.15)
-    gate.add_argument("--rounds", type=int, default=7, help="matmul/step rounds (median)")
+    gate.add_argument("--rounds", type=int, default=7, help="matmul/step rounds")
     parser.set_defaults(func=run)
 
 
@@ -68,8 +68,10 @@ def run_gate(args: argparse.Namespace, config) -> int:
 
     baseline = SpeedMeasurement.load(args.compare) if args.compare else None
     measured = measure_speed(config.replace(compile=args.compile), rounds=args.rounds)
-    print(f"median score {measured.median:.4f} over {len(measured.scores)} rounds "
-          f"(min {min(measured.scores):.4f}, max {max(measured.scores):.4f})")  # fmt: skip
+    print(
+        f"score {measured.score:.4f} (fastest matmul block / fastest step) over {args.rounds} "
+        f"rounds; median step {measured.spread:.0%} above the fastest"
+    )
     if args.save_json:
         measured.save(args.save_json)
     if baseline is None:
