@@ -3,12 +3,12 @@
 On a shared machine a step's wall time swings with the load (the step's share of the matmul
 rate ranged 44-69 % over repeated runs of unchanged code). So the gate never compares seconds.
 Each measurement is `rounds` rounds of [fp32 matmul, `steps` training steps, fp32 matmul] in
-one process, and a measurement's score is min(matmul seconds) / min(step seconds) over its
-rounds: other work on the machine only ever adds time, so the fastest round of each is the
-closest to the code's own cost (as `timeit` advises), and the matmul puts the step in units of
-the machine's speed at that time. On CPU the gate runs one thread and reads the process's CPU
-time, which other processes do not inflate (they only delay it); on CUDA it reads wall time
-after a synchronize. `cxrbox bench --save-json` writes one;
+one process; a round's score is (mean matmul seconds) / (mean step seconds) of that round, so
+the step is measured in units of the machine's speed at that moment, and a measurement's score
+is the median over its rounds (measured under load, this beat the ratio of the fastest matmul
+to the fastest step: see README "Speed gate"). On CPU the gate runs one thread and reads the
+process's CPU time, which other processes do not inflate (they only delay it); on CUDA it reads
+wall time after a synchronize. `cxrbox bench --save-json` writes one;
 `cxrbox bench --compare BASELINE.json --max-slowdown 0.15` measures the code it runs with and
 fails when score(candidate) < (1 - max_slowdown) x score(baseline). In CI the baseline is the
 pull request's base commit measured on the same runner just before (`.ci/bench-gate`).
@@ -47,14 +47,25 @@ class SpeedMeasurement:
     version: int = GATE_VERSION
 
     @property
+    def round_scores(self) -> list[float]:
+        """Per round: mean of its two matmul blocks / mean of its steps."""
+        steps = len(self.step_seconds) // (len(self.matmul_seconds) // 2)
+        return [
+            statistics.mean(self.matmul_seconds[2 * r : 2 * r + 2])
+            / statistics.mean(self.step_seconds[steps * r : steps * r + steps])
+            for r in range(len(self.matmul_seconds) // 2)
+        ]
+
+    @property
     def score(self) -> float:
-        """Step speed in matmul units: fastest matmul block / fastest step."""
-        return min(self.matmul_seconds) / min(self.step_seconds)
+        """Step speed in matmul units: the median round score."""
+        return statistics.median(self.round_scores)
 
     @property
     def spread(self) -> float:
-        """Median step / fastest step - 1: how much the rounds were disturbed."""
-        return statistics.median(self.step_seconds) / min(self.step_seconds) - 1
+        """(Highest - lowest round score) / score: how much the rounds were disturbed."""
+        scores = self.round_scores
+        return (max(scores) - min(scores)) / self.score
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")

@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     gate = parser.add_argument_group(
         "speed gate",
-        "score = fastest fp32 matmul block / fastest training step over rounds that alternate "
-        "them in this process (CPU: one thread, CPU time); see cxrbox.speedgate",
+        "score = median over rounds of fp32 matmul time / training step time, alternating in "
+        "this process (CPU: one thread, CPU time); see cxrbox.speedgate",
     )
     gate.add_argument("--save-json", dest="save_json", metavar="PATH",
                       help="write this code's speed measurement (a baseline)")  # fmt: skip
@@ -69,8 +69,8 @@ def run_gate(args: argparse.Namespace, config) -> int:
     baseline = SpeedMeasurement.load(args.compare) if args.compare else None
     measured = measure_speed(config.replace(compile=args.compile), rounds=args.rounds)
     print(
-        f"score {measured.score:.4f} (fastest matmul block / fastest step) over {args.rounds} "
-        f"rounds; median step {measured.spread:.0%} above the fastest"
+        f"score {measured.score:.4f} (median over {args.rounds} rounds of matmul time / step "
+        f"time); rounds spread {measured.spread:.0%}"
     )
     if args.save_json:
         measured.save(args.save_json)
