@@ -124,15 +124,16 @@ class WithFeatures(nn.Module):
 
 def wrap_for_training(
     model: BoxRegressor, world: World, device: torch.device, norm: str
-) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-    """The callable a step uses for (raw, features): DDP over all ranks, plain forward alone.
+) -> Callable[[Tensor], tuple[Tensor, Tensor]] | None:
+    """The callable a step uses for (raw, features): DDP over all ranks; None alone (the step
+    then calls `model.forward_with_features` itself).
 
     `norm="batch"` becomes SyncBatchNorm on CUDA (statistics over the global batch). On CPU,
     PyTorch's SyncBatchNorm has no kernel, so each rank normalises with its own batch
     statistics (logged); `group` and `frozen_batch` hold no batch statistics and need nothing.
     """
     if not world.distributed:
-        return model.forward_with_features
+        return None
     if norm == "batch":
         if device.type == "cuda":
             nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the root is no norm layer

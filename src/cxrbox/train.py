@@ -119,9 +119,9 @@ def build_state(
     model = build_model(config.head, config.norm, config.width).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = distributed.wrap_for_training(model, world, device, config.norm)
+    forward = distributed.wrap_for_training(model, world, device, config.norm)  # None: alone
     if config.compile:
-        forward = torch.compile(forward)
+        forward = torch.compile(forward or model.forward_with_features)
     optimizer = torch.optim.AdamW(
         param_groups(model, config.weight_decay), lr=config.lr, fused=device.type == "cuda"
     )
