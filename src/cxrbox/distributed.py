@@ -70,6 +70,12 @@ def world_from_env() -> World:
         raise ConfigError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers: {exc}") from exc
 
 
+def configure_rank_logging() -> None:
+    """INFO on rank 0 (or alone), warnings only on the other ranks: one process tells the story."""
+    level = logging.INFO if world_from_env().is_main else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s")
+
+
 def init_from_env(device: str) -> tuple[World, torch.device]:
     """Join the job torchrun started (if any); returns the World and this rank's device.
 

@@ -55,10 +55,9 @@ def _failure_message(failure: Any) -> str:
 def train_worker(config_values: dict[str, Any], resume: str | None, progress: bool) -> Any:
     """One rank (a spawned process): logging as the CLI sets it, then `train`."""
     from cxrbox import distributed
-    from cxrbox.commands.train import configure_logging
     from cxrbox.train import train
 
-    configure_logging()
+    distributed.configure_rank_logging()
     try:
         return train(config_from_dict(config_values), resume=resume, progress=progress)
     finally:

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from cxrbox import distributed
 
-        configure_logging()  # under torchrun this process is one rank
+        distributed.configure_rank_logging()  # under torchrun this process is one rank
         try:
             result = train(config, resume=args.resume, progress=not args.quiet)
         finally:
@@ -92,12 +92,3 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":
         print_training_summary(result)
     return 0
-
-
-def configure_logging() -> None:
-    """INFO on rank 0 (or alone), warnings only on the other data-parallel ranks."""
-    import logging
-    import os
-
-    rank0 = os.environ.get("RANK", "0") == "0"
-    logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING, format="%(message)s")
