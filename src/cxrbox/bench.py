@@ -106,14 +106,8 @@ def benchmark_train_step(
 ) -> BenchResult:
     """Time `steps` training steps after `warmup` untimed ones."""
     device = torch.device(config.device)
-    state = build_state(config.replace(epochs=1), steps_per_epoch=steps + warmup + 1)
-    compiled = False
-    if compile_model:
-        try:
-            state.model.forward_with_features = torch.compile(state.model.forward_with_features)  # type: ignore[method-assign]
-            compiled = True
-        except Exception as exc:  # compile is optional: report and run eagerly
-            print(f"torch.compile unavailable ({exc}); running eagerly")
+    config = config.replace(epochs=1, compile=compile_model)  # the trainer's own --compile path
+    state = build_state(config, steps_per_epoch=steps + warmup + 1)
     images, boxes = random_batch(config.batch_size, config.image_size)
     if device.type == "cuda":
         images = images.pin_memory()
@@ -131,7 +125,7 @@ def benchmark_train_step(
         device=str(device),
         image_size=config.image_size,
         batch_size=config.batch_size,
-        compiled=compiled,
+        compiled=compile_model,
         images_per_s=images_per_s,
         step_ms=seconds * 1e3,
         gflop_per_image=flops / 1e9,

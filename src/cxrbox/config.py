@@ -68,6 +68,7 @@ class TrainConfig:
     augment: bool = True
     bf16: bool = False
     channels_last: bool = True
+    compile: bool = False  # torch.compile the training forward
     seed: int = 0
     deterministic: bool = False
     device: str = "cpu"

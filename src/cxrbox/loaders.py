@@ -96,13 +96,23 @@ def open_or_build_cache(
 class EpochShuffleSampler(Sampler[int]):
     """A permutation drawn from (seed, epoch): the same order whether a run was resumed or not.
 
-    `start`: how many of the epoch's indices were already consumed (a run resumed mid-epoch);
-    they are skipped, so the epoch continues where it stopped. It stays set until changed.
+    Data-parallel: every rank draws the same permutation and takes positions rank, rank + W,
+    ... (W = world_size), so rank r's k-th batch of B holds the samples that one process's k-th
+    batch of B*W holds. The permutation is first cut to a multiple of W (fewer than W samples
+    of that epoch skipped, as torch's DistributedSampler with drop_last does): every rank has
+    the same number of steps. rank 0 of 1 is exactly the single-process order.
+    `__iter__` is permute -> shard -> skip: `start` is how many of this rank's samples of the
+    epoch were already consumed (a run resumed mid-epoch); they are skipped, so the epoch
+    continues where it stopped. It stays set until changed.
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise DataError(f"sampler rank must be in [0, {world_size}), got {rank}")
         self.n = n
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.start = 0
 
@@ -112,10 +122,32 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=generator).tolist()
-        return iter(order[self.start :])
+        return iter(order[self.rank : self.n_used : self.world_size][self.start :])
+
+    @property
+    def n_used(self) -> int:
+        """Samples of an epoch handed out over all ranks (n cut to a multiple of world_size)."""
+        return self.n - self.n % self.world_size
 
     def __len__(self) -> int:
-        return max(self.n - self.start, 0)
+        return max(self.n_used // self.world_size - self.start, 0)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices rank, rank + W, ... of range(n), in order, no padding: the ranks' validation share.
+
+    Shards may differ in length by one; nothing is repeated, so gathered metrics count every
+    image exactly once.
+    """
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
 
 
 def seed_worker(worker_id: int) -> None:
@@ -157,8 +189,12 @@ def resolve_splits(config: TrainConfig) -> Splits:
     return Splits(source, train_labels, source.images, val_labels)
 
 
-def build_loaders(config: TrainConfig) -> Loaders:
-    """Train loader (augmented, shuffled per epoch) and val loader (resize only, in order)."""
+def build_loaders(config: TrainConfig, rank: int = 0, world_size: int = 1) -> Loaders:
+    """Train loader (augmented, shuffled per epoch) and val loader (resize only, in order).
+
+    With world_size > 1 both hold this rank's share (`EpochShuffleSampler`, `ShardSampler`);
+    `batch_size` is per rank.
+    """
     splits = resolve_splits(config)
     source, val_images = splits.source, splits.val_images
     train_labels, val_labels = splits.train_labels, splits.val_labels
@@ -192,11 +228,13 @@ def build_loaders(config: TrainConfig) -> Loaders:
         seed=config.seed,
         intensity=config.intensity,
     )
-    sampler = EpochShuffleSampler(len(train_set), config.seed)
+    sampler = EpochShuffleSampler(len(train_set), config.seed, rank, world_size)
     workers: dict[str, Any] = dict(
         num_workers=config.num_workers,
         worker_init_fn=seed_worker if config.num_workers else None,
+        # Not persistent: workers must see the epoch `set_epoch` gives the dataset each epoch.
         persistent_workers=False,
+        pin_memory=config.device.startswith("cuda"),
     )
     train_loader = DataLoader(
         train_set,
@@ -204,10 +242,15 @@ def build_loaders(config: TrainConfig) -> Loaders:
         sampler=sampler,
         collate_fn=collate_samples,
         # A last batch of 1 would break BatchNorm; drop it when there is more than one batch.
-        drop_last=len(train_set) > config.batch_size,
+        drop_last=len(sampler) > config.batch_size,
         **workers,
     )
+    val_sampler = ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
     val_loader = DataLoader(
-        val_set, batch_size=config.batch_size, collate_fn=collate_samples, **workers
+        val_set,
+        batch_size=config.batch_size,
+        sampler=val_sampler,
+        collate_fn=collate_samples,
+        **workers,
     )
     return Loaders(train_loader, val_loader, sampler, source, len(train_set), len(val_set))

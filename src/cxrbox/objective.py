@@ -83,9 +83,9 @@ class LossParts:
     n_positive: Tensor
     collisions: int
 
-    def as_floats(self) -> dict[str, float]:
-        """Host values for logging (one sync)."""
-        values = torch.stack(
+    def stacked(self) -> Tensor:
+        """[7] on the loss's device, in the order of `LOSS_VALUE_NAMES` (no host sync)."""
+        return torch.stack(
             [
                 self.total.detach(),
                 self.objectness,
@@ -93,12 +93,25 @@ class LossParts:
                 self.corner,
                 self.center_size,
                 self.n_positive.float(),
+                self.total.new_tensor(float(self.collisions)),
             ]
-        ).tolist()
-        names = ("loss", "loss_objectness", "loss_iou", "loss_corner", "loss_center_size")
-        out = dict(zip((*names, "n_positive"), values, strict=True))
-        out["target_collisions"] = float(self.collisions)
-        return out
+        )
+
+    def as_floats(self) -> dict[str, float]:
+        """Host values for logging (one sync)."""
+        return loss_values_as_floats(self.stacked().tolist())
+
+
+LOSS_VALUE_NAMES = (
+    "loss", "loss_objectness", "loss_iou", "loss_corner", "loss_center_size", "n_positive",
+    "target_collisions",
+)  # fmt: skip
+N_MEAN_VALUES = 5  # the losses: averaged over data-parallel ranks; the counts after them add up
+
+
+def loss_values_as_floats(values: list[float]) -> dict[str, float]:
+    """`LossParts.stacked()` read on the host -> the step record's loss fields."""
+    return dict(zip(LOSS_VALUE_NAMES, values, strict=True))
 
 
 def assign_targets(
@@ -131,6 +144,7 @@ def compute_loss(
     weights: LossWeights = LossWeights(),
     coding: GridCoding = GridCoding(),
     iou_ramp: float = 1.0,
+    box_normaliser: Tensor | None = None,
 ) -> LossParts:
     """Loss of raw head output [B, 5, Hg, Wg] against `assign_targets(...)` for the same grid.
 
@@ -138,6 +152,8 @@ def compute_loss(
     static shapes and no host synchronisation (cheap: Hg*Wg boxes per image).
     `iou_ramp` in [0, 1] scales the IoU branch (ramped up over the first epochs: early on most
     IoUs are 0 and their gradient is weak, while L1 already points the right way).
+    `box_normaliser` divides the box branches (default max(positive cells of this batch, 1));
+    data-parallel training passes `cxrbox.distributed.global_box_normaliser`.
     """
     batch, _, grid_h, grid_w = raw.shape
     if targets.positive.shape != (batch, grid_h * grid_w):
@@ -151,7 +167,7 @@ def compute_loss(
     obj_logits = raw[:, 0].reshape(batch, -1)  # [B, N]
     mask = targets.positive.float()  # [B, N]
     n_positive = mask.sum()
-    denominator = n_positive.clamp(min=1.0)
+    denominator = n_positive.clamp(min=1.0) if box_normaliser is None else box_normaliser
 
     objectness = F.binary_cross_entropy_with_logits(obj_logits, mask, reduction="sum") / batch
 

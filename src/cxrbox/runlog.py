@@ -54,6 +54,19 @@ class RunLog:
         self.close()
 
 
+class DiscardLog:
+    """A RunLog that writes nothing: what data-parallel ranks other than 0 log into."""
+
+    def write(self, kind: str, record: dict[str, Any]) -> None:
+        pass
+
+    def __enter__(self) -> DiscardLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
 def read_records(run_dir: str | Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
     """Records of `metrics.jsonl`, optionally only one kind."""
     with open(Path(run_dir) / JSONL_NAME) as handle:

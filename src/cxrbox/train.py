@@ -7,6 +7,8 @@ atomically every `checkpoint_every_steps` steps; each epoch ends with an evaluat
 shared decode and `last.pt` / `best.pt`. A resumed run (`resume=RUN_DIR`) restarts at the step
 after `last.pt`, mid-epoch if need be, with the RNG state, optimizer and scheduler it had, so on
 CPU it continues exactly (`cxrbox.resume`).
+Under `torchrun` every rank runs this same function (`cxrbox.distributed` holds the setup):
+each trains on its shard, validation is sharded and gathered, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,19 +29,28 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cxrbox import distributed
 from cxrbox.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from cxrbox.config import TrainConfig, config_from_dict, save_config
 from cxrbox.decode import GridCoding
-from cxrbox.errors import CheckpointError, CollapseError, NonFiniteLossError
+from cxrbox.distributed import SINGLE, World
+from cxrbox.errors import CheckpointError, CollapseError
 from cxrbox.evaluate import evaluate_image_predictions, flat_metrics, predict_batches
 from cxrbox.loaders import Loaders, build_loaders
 from cxrbox.model import BoxRegressor, build_model
 from cxrbox.monitor import MonitorEvent, TrainingMonitor
-from cxrbox.objective import LossParts, LossWeights, assign_targets, compute_loss
+from cxrbox.objective import (
+    LossParts,
+    LossWeights,
+    assign_targets,
+    compute_loss,
+    loss_values_as_floats,
+)
 from cxrbox.plots import VAL_SAMPLES_NAME, write_plots
 from cxrbox.resume import epoch_batches, remove_stale_temporaries, step_checkpoint_due
-from cxrbox.runlog import RunLog, truncate_after_step
+from cxrbox.runlog import DiscardLog, RunLog, truncate_after_step
 from cxrbox.schedule import build_scheduler
+from cxrbox.steprecords import PENDING_KEY, PendingSteps, check_finite
 
 log = logging.getLogger("cxrbox.train")
 
@@ -99,14 +111,26 @@ class TrainState:
     best_metric: float = -math.inf
     events: list[MonitorEvent] = field(default_factory=list)
     resume_rng: dict[str, Any] | None = None  # a checkpoint's RNG state, until it is restored
+    world: World = SINGLE
+    forward: Callable | None = None  # images -> (raw, features): DDP / compiled; None: the model
 
 
-def build_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
-    device = torch.device(config.device)
+def build_state(
+    config: TrainConfig,
+    steps_per_epoch: int,
+    world: World = SINGLE,
+    device: torch.device | None = None,
+) -> TrainState:
+    device = device or torch.device(config.device)
     model = build_model(config.head, config.norm, config.width).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
+    forward = distributed.wrap_for_training(model, world, device, config.norm)  # None: alone
+    if config.compile:
+        forward = torch.compile(forward or model.forward_with_features)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, config.weight_decay), lr=config.lr, fused=device.type == "cuda"
+    )
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
     scheduler = build_scheduler(optimizer, warmup_steps, total_steps, config.min_lr_ratio)
@@ -129,7 +153,7 @@ def build_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
     )
     return TrainState(
         config, model, optimizer, scheduler, monitor, coding, weights, device,
-        steps_per_epoch, warmup_steps, total_steps,
+        steps_per_epoch, warmup_steps, total_steps, world=world, forward=forward,
     )  # fmt: skip
 
 
@@ -145,8 +169,15 @@ def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractCo
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def train_step(state: TrainState, images: torch.Tensor, boxes: list[torch.Tensor]) -> dict:
-    """One optimisation step on a batch; returns the step's host-side record."""
+def train_step(
+    state: TrainState, images: torch.Tensor, boxes: list[torch.Tensor], defer: bool = False
+) -> dict:
+    """One optimisation step on a batch; returns the step's record.
+
+    With `defer`, an unmonitored step reads nothing back from the device: its loss values stay
+    a tensor under `PENDING_KEY` for `PendingSteps.drain` (which checks them for non-finite).
+    Data-parallel: losses are those of the global batch (all ranks), monitors see all ranks.
+    """
     config, model = state.config, state.model
     monitored = state.monitor.active(state.global_step)
     grid = model.grid_size(images.shape[-1])
@@ -156,28 +187,34 @@ def train_step(state: TrainState, images: torch.Tensor, boxes: list[torch.Tensor
     ramp = iou_ramp(state)
 
     model.train()
+    world = state.world
     with autocast(config, state.device):
-        raw, features = model.forward_with_features(images)
-    parts: LossParts = compute_loss(raw, targets, state.weights, state.coding, ramp)
-    values = parts.as_floats()
-    if not math.isfinite(values["loss"]):
-        raise NonFiniteLossError(
-            f"loss is {values['loss']} at step {state.global_step} (epoch {state.epoch + 1}); "
-            f"branches: { {k: v for k, v in values.items() if k.startswith('loss_')} }. "
-            "Training stopped; the last good checkpoint is untouched."
-        )
+        raw, features = (state.forward or model.forward_with_features)(images)
+    normaliser = (
+        distributed.global_box_normaliser(targets.positive.sum(), world)
+        if world.distributed
+        else None
+    )
+    parts: LossParts = compute_loss(raw, targets, state.weights, state.coding, ramp, normaliser)
+    loss_values = distributed.global_loss_values(parts.stacked(), world)  # [7], on the device
+    host_values = None
+    if monitored or not defer:
+        host_values = loss_values_as_floats(loss_values.tolist())
+        check_finite(host_values, state.global_step, state.epoch + 1)
     state.optimizer.zero_grad(set_to_none=True)
-    parts.total.backward()
+    parts.total.backward()  # DDP: gradients averaged over ranks here
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     if monitored:
-        state.monitor.observe_forward(raw, features)
+        raw_all = distributed.gather_batches(raw.detach(), world)
+        state.monitor.observe_forward(raw_all, distributed.gather_batches(features, world))
         state.monitor.observe_gradients(grad_norm)
         state.monitor.before_update()
     state.optimizer.step()
     lr = state.optimizer.param_groups[0]["lr"]
     state.scheduler.step()
 
-    record: dict[str, Any] = {"step": state.global_step, **values, "iou_ramp": ramp, "lr": lr}
+    record: dict[str, Any] = {"step": state.global_step, "iou_ramp": ramp, "lr": lr}
+    record.update({PENDING_KEY: loss_values} if host_values is None else host_values)
     if monitored:
         monitor_record, events = state.monitor.after_update(state.global_step, state.optimizer)
         record.update(monitor_record)
@@ -186,7 +223,9 @@ def train_step(state: TrainState, images: torch.Tensor, boxes: list[torch.Tensor
     return record
 
 
-def train_one_epoch(state: TrainState, loaders: Loaders, runlog: RunLog, progress: bool) -> float:
+def train_one_epoch(
+    state: TrainState, loaders: Loaders, runlog: RunLog | DiscardLog, progress: bool
+) -> float:
     """One pass over the training set; returns the mean loss."""
     epoch = state.epoch
     loaders.sampler.set_epoch(epoch)
@@ -201,30 +240,39 @@ def train_one_epoch(state: TrainState, loaders: Loaders, runlog: RunLog, progres
         desc=f"epoch {epoch + 1}/{state.config.epochs}",
         leave=False,
         # A bar only on a terminal; logs get one line per epoch instead of carriage returns.
-        disable=not (progress and sys.stderr.isatty()),
+        disable=not (progress and sys.stderr.isatty() and state.world.is_main),
         file=sys.stderr,
         dynamic_ncols=True,
     )
+    pending = PendingSteps()
     for batch in bar:
         n_events = len(state.events)
-        record = train_step(state, batch.images, batch.boxes)
+        record = train_step(state, batch.images, batch.boxes, defer=True)
         record.update(epoch=epoch + 1, dropped_boxes=batch.n_dropped)
-        runlog.write("step", record)
-        handle_events(state, runlog, state.events[n_events:])
         state.epoch_step += 1
-        state.epoch_loss_sum += record["loss"]
-        if step_checkpoint_due(state.global_step, state.config.checkpoint_every_steps):
+        save_due = step_checkpoint_due(state.global_step, state.config.checkpoint_every_steps)
+        # Read the deferred losses (and check them) before a save, so a checkpoint never holds
+        # a step that was not logged and checked, and at the end of the epoch.
+        if pending.push(record) or save_due or state.epoch_step == state.steps_per_epoch:
+            for done in pending.drain():
+                runlog.write("step", done)
+                state.epoch_loss_sum += done["loss"]
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+        handle_events(state, runlog, state.events[n_events:])
+        if save_due and isinstance(runlog, RunLog):  # rank 0: other ranks log (and save) nowhere
             save_checkpoint(checkpoint_state(state), runlog.run_dir / "last.pt")
-        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
     return state.epoch_loss_sum / max(state.epoch_step, 1)
 
 
-def handle_events(state: TrainState, runlog: RunLog, events: list[MonitorEvent]) -> None:
+def handle_events(
+    state: TrainState, runlog: RunLog | DiscardLog, events: list[MonitorEvent]
+) -> None:
     for event in events:
         runlog.write("event", event.as_record())
-        log.warning("step %d: %s: %s", event.step, event.name, event.message)
+        if state.world.is_main:
+            log.warning("step %d: %s: %s", event.step, event.name, event.message)
         if event.name == "collapse" and state.config.fail_on_collapse:
-            raise CollapseError(event.message)
+            raise CollapseError(event.message)  # on every rank: the monitors see all of them
 
 
 def checkpoint_state(state: TrainState) -> dict[str, Any]:
@@ -271,7 +319,10 @@ class TrainResult:
 def train(
     config: TrainConfig, resume: str | Path | None = None, progress: bool = True
 ) -> TrainResult:
-    """Run a training job; `resume` is a run dir whose `last.pt` is continued (config from it)."""
+    """Run a training job; `resume` is a run dir whose `last.pt` is continued (config from it).
+
+    Started by torchrun, this process is one rank of a data-parallel job (see module docstring).
+    """
     checkpoint = None
     if resume is not None:
         run_dir = Path(resume)
@@ -280,18 +331,29 @@ def train(
         config = config_from_dict(checkpoint["config"], source=str(run_dir / "last.pt"))
     else:
         run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.json")
+    world, device = distributed.init_from_env(config.device)
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.json")
     seed_everything(config.seed, config.deterministic)
 
-    loaders = build_loaders(config)
-    state = build_state(config, steps_per_epoch=len(loaders.train))
+    with distributed.main_first(world):  # one rank generates data and builds the caches
+        loaders = build_loaders(config, world.rank, world.world_size)
+    state = build_state(config, len(loaders.train), world, device)
     if checkpoint is not None:
         if checkpoint["epoch"] >= config.epochs:
             raise CheckpointError(f"{run_dir} already finished all {config.epochs} epochs")
         restore_state(state, checkpoint)
-        truncate_after_step(run_dir, state.global_step - 1, epochs_done=state.epoch)
-    log.info(
+        if world.is_main:
+            truncate_after_step(run_dir, state.global_step - 1, epochs_done=state.epoch)
+    if world.is_main and world.distributed:
+        log.info(
+            "data-parallel on %d ranks: global batch %d x %d = %d, lr %g (not scaled: the loss "
+            "is averaged over the global batch)",
+            world.world_size, config.batch_size, world.world_size,
+            config.batch_size * world.world_size, config.lr,
+        )  # fmt: skip
+    log.info(  # rank 0 only: the CLI raises other ranks' log level to warnings
         "training on %d images, validating on %d (%s data); %d steps/epoch, warmup %d steps",
         loaders.n_train, loaders.n_val, "synthetic" if loaders.source.synthetic else "user",
         state.steps_per_epoch, state.warmup_steps,
@@ -299,16 +361,18 @@ def train(
 
     epochs: list[dict[str, Any]] = []
     columns = (*STEP_COLUMNS, *EPOCH_COLUMNS)
-    with RunLog(run_dir, columns, append=checkpoint is not None) as runlog:
-        if checkpoint is None:
+    opened = RunLog(run_dir, columns, append=checkpoint is not None) if world.is_main else None
+    with opened or DiscardLog() as runlog:
+        if checkpoint is None and world.is_main:
             runlog.write("run", run_record(state, loaders))
             save_val_samples(loaders, run_dir / VAL_SAMPLES_NAME)
         while state.epoch < config.epochs:
             started = time.perf_counter()
             train_loss = train_one_epoch(state, loaders, runlog, progress)
-            predictions = list(
+            shard = list(
                 predict_batches(state.model, loaders.val, state.coding, config, state.device)
             )
+            predictions = distributed.gather_shards(shard, loaders.n_val, world)
             result = evaluate_image_predictions(predictions, config.score_threshold)
             state.epoch, state.epoch_step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
             runlog.write("val_samples", val_sample_record(state, predictions))
@@ -321,17 +385,20 @@ def train(
             }
             runlog.write("epoch", record)
             epochs.append(record)
-            log.info(format_epoch(record))
+            if world.is_main:
+                log.info(format_epoch(record))
             metric = result.mean_iou if math.isfinite(result.mean_iou) else -math.inf
             is_best = metric > state.best_metric
             if is_best:
                 state.best_metric = metric
-            snapshot = checkpoint_state(state)
-            save_checkpoint(snapshot, run_dir / "last.pt")
-            if is_best:
-                save_checkpoint(snapshot, run_dir / "best.pt")
-    if config.plots:
+            if world.is_main:  # best.pt first: a crash between the two redoes this epoch
+                snapshot = checkpoint_state(state)
+                if is_best:
+                    save_checkpoint(snapshot, run_dir / "best.pt")
+                save_checkpoint(snapshot, run_dir / "last.pt")
+    if config.plots and world.is_main:
         write_plots(run_dir)
+    distributed.barrier(world)  # no rank leaves while rank 0 still writes
     return TrainResult(run_dir, epochs, state.events)
 
 

@@ -73,3 +73,18 @@ def test_readme_starts_with_the_main_job_and_the_test_command():
 def test_ci_script_runs_the_readme_test_command():
     script_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert _readme_commands()[1] in script_lines
+
+
+def test_bench_gate_runs_on_pull_requests_against_the_base_commit():
+    job = _workflow()["jobs"]["bench-gate"]
+    assert job["name"] == "bench-gate"
+    assert "pull_request" in job["if"]
+    commands = _job_commands(job)
+    assert "github.event.pull_request.base.sha" in commands
+    assert ".ci/bench-gate ../base/src" in commands
+
+
+def test_bench_gate_script_saves_the_base_and_compares_with_a_slowdown_bound():
+    script = (ROOT / ".ci" / "bench-gate").read_text()
+    assert "--save-json" in script and "--compare" in script and "--max-slowdown" in script
+    assert 'PYTHONPATH="$base_src"' in script

@@ -25,6 +25,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also measure the monitors' share of the step (alternating steps)",
     )
+    gate = parser.add_argument_group(
+        "speed gate",
+        "score = median over rounds of fp32 matmul time / training step time, alternating in "
+        "this process (CPU: one thread, CPU time); see cxrbox.speedgate",
+    )
+    gate.add_argument("--save-json", dest="save_json", metavar="PATH",
+                      help="write this code's speed measurement (a baseline)")  # fmt: skip
+    gate.add_argument(
+        "--compare",
+        metavar="BASELINE.json",
+        help="exit 1 when this code's step is slower than the baseline by more than --max-slowdown",
+    )
+    gate.add_argument("--max-slowdown", dest="max_slowdown", type=float, default=0.15)
+    gate.add_argument("--rounds", type=int, default=7, help="matmul/step rounds")
     parser.set_defaults(func=run)
 
 
@@ -40,8 +54,28 @@ def run(args: argparse.Namespace) -> int:
         bf16=args.device.startswith("cuda"),
         channels_last=True,
     )
+    if args.save_json or args.compare:
+        return run_gate(args, config)
     result = benchmark_train_step(config, steps=args.steps, compile_model=args.compile)
     print("\n".join(result.lines()))
     if args.monitor_overhead:
         print(f"monitor overhead: {monitor_overhead(config):+.1%} of a training step")
     return 0
+
+
+def run_gate(args: argparse.Namespace, config) -> int:
+    from cxrbox.speedgate import SpeedMeasurement, compare, measure_speed
+
+    baseline = SpeedMeasurement.load(args.compare) if args.compare else None
+    measured = measure_speed(config.replace(compile=args.compile), rounds=args.rounds)
+    print(
+        f"score {measured.score:.4f} (median over {args.rounds} rounds of matmul time / step "
+        f"time); rounds spread {measured.spread:.0%}"
+    )
+    if args.save_json:
+        measured.save(args.save_json)
+    if baseline is None:
+        return 0
+    verdict = compare(baseline, measured, args.max_slowdown)
+    print(verdict.line())
+    return 0 if verdict.passed else 1

@@ -33,6 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--synthetic-n", dest="synthetic_n", type=int,
                         help="images in the built-in synthetic set")  # fmt: skip
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the training forward")  # fmt: skip
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel processes on this machine (torchrun's elastic agent; "
+        "--batch-size is per process)",
+    )
     parser.add_argument("--deterministic", action="store_true", default=None)
     parser.add_argument(
         "--fail-on-collapse",
@@ -56,19 +65,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 OVERRIDES = (
     "images", "labels", "val_images", "val_labels", "out", "epochs", "image_size", "batch_size",
     "lr", "head", "norm", "iou_loss", "seed", "device", "num_workers", "synthetic_n", "bf16",
-    "deterministic", "fail_on_collapse", "plots",
+    "deterministic", "fail_on_collapse", "plots", "compile",
 )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
+    import os
 
     from cxrbox.config import load_config
     from cxrbox.report import print_training_summary
     from cxrbox.train import train
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = load_config(args.config, {name: getattr(args, name) for name in OVERRIDES})
-    result = train(config, resume=args.resume, progress=not args.quiet)
-    print_training_summary(result)
+    if args.nproc > 1:
+        from cxrbox.launch import launch_local
+
+        result = launch_local(args.nproc, config, args.resume, progress=not args.quiet)
+    else:
+        from cxrbox import distributed
+
+        distributed.configure_rank_logging()  # under torchrun this process is one rank
+        try:
+            result = train(config, resume=args.resume, progress=not args.quiet)
+        finally:
+            distributed.shutdown()
+    if os.environ.get("RANK", "0") == "0":
+        print_training_summary(result)
     return 0
