@@ -2,8 +2,7 @@
 
     python tests/integration/pausing_train.py WHERE N READY_FILE -- CXRBOX_ARGS...
 
-or `run(WHERE, N, READY_FILE, CXRBOX_ARGS)` in a forked child process (what the tests do: a
-fork skips the seconds of importing torch again).
+(what `tests/integration/test_kill_resume.py` starts, one real process per run).
 
 WHERE is `step` (inside the N-th training step, after the forward pass), `save` (halfway
 through writing the N-th last.pt: half the bytes written and flushed) or `eval` (inside the
@@ -82,13 +81,6 @@ def draw_from_global_rngs(owner: object = train_module) -> None:
         return dataclasses.replace(parts, total=parts.total * factor)
 
     owner.compute_loss = compute_loss  # type: ignore[attr-defined]
-
-
-def run(where: str, nth: int, ready: Path, cxrbox_args: list[str], rng_draws: bool) -> None:
-    """Install the pause, run `cxrbox CXRBOX_ARGS` and exit with its code."""
-    if rng_draws:
-        draw_from_global_rngs()
-    sys.exit(pause_and_run(where, nth, ready, cxrbox_args))
 
 
 def main(argv: list[str]) -> int:

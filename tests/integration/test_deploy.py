@@ -22,6 +22,7 @@ from cxrbox.labels import write_rsna_labels
 from cxrbox.loaders import resolve_splits
 from cxrbox.model import build_model
 from cxrbox.onnx_model import OnnxModel
+from cxrbox.options import DEFAULT_INTENSITY
 from cxrbox.probes import shifted_copies
 from cxrbox.train import train
 
@@ -77,7 +78,7 @@ def test_int8_model_is_quantized_and_self_describing(run):
     graph = onnx.load(str(int8_path(run["out"]))).graph
     assert any(n.op_type == "QuantizeLinear" for n in graph.node)
     meta = OnnxModel(int8_path(run["out"])).metadata
-    assert (meta.precision, meta.image_size, meta.intensity) == ("int8", 64, "bit-range")
+    assert (meta.precision, meta.image_size, meta.intensity) == ("int8", 64, DEFAULT_INTENSITY)
 
 
 @pytest.mark.parametrize("kind", ["random", "synthetic"])

@@ -4,15 +4,17 @@ uninterrupted one bit for bit, with every step logged exactly once.
 
 Every step also draws from the global torch, numpy and python RNGs (`--rng-draws`, as dropout
 or a random augmentation would; cxrbox's own steps draw nothing), so the test also shows that
-the RNG states are restored at the right point. The processes are forked from the test
-(`pausing_train.run`: the `cxrbox` entry point with a pause installed): real processes that die
-by SIGKILL, without re-importing torch each time.
+the RNG states are restored at the right point. Each run is a real subprocess
+(`tests/integration/pausing_train.py`: the `cxrbox` entry point with a pause installed) that
+dies by SIGKILL. Not forked from pytest: a fork of a process whose thread pools (torch's,
+ONNX Runtime's) have run can deadlock in the child.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,26 +39,25 @@ KILLS = [
 ]
 
 
-def start_cxrbox(where: str, nth: int, ready: Path, args: list[str]):
-    process = multiprocessing.get_context("fork").Process(
-        target=pausing_train.run, args=(where, nth, ready, args, True)
-    )
-    process.start()
-    return process
+def start_cxrbox(where: str, nth: int, ready: Path, args: list[str]) -> subprocess.Popen:
+    script = Path(pausing_train.__file__)
+    command = [sys.executable, str(script), "--rng-draws", where, str(nth), str(ready), "--"]
+    return subprocess.Popen([*command, *args])
 
 
-def kill_when_ready(process, ready: Path) -> None:
+def kill_when_ready(process: subprocess.Popen, ready: Path) -> None:
     deadline = time.monotonic() + STARTUP_LIMIT_S
     while not ready.exists():
-        if not process.is_alive():
-            pytest.fail(f"cxrbox exited ({process.exitcode}) before the pause")
+        if process.poll() is not None:
+            pytest.fail(f"cxrbox exited ({process.returncode}) before the pause")
         if time.monotonic() > deadline:
             process.kill()
+            process.wait()
             pytest.fail("cxrbox did not reach the pause in time")
         time.sleep(0.02)
     process.kill()  # SIGKILL
-    process.join()
-    assert process.exitcode == -signal.SIGKILL
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +85,7 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(reference, tmp_path
         kill_when_ready(start_cxrbox(where, nth, ready, args), ready)
         args = ["train", "--resume", str(run_dir), "--quiet"]
     finished = start_cxrbox("none", 0, tmp_path / "unused", args)
-    finished.join(STARTUP_LIMIT_S)
-    assert finished.exitcode == 0
+    assert finished.wait(STARTUP_LIMIT_S) == 0
 
     expected = load_checkpoint(reference_dir / "last.pt")["model"]
     resumed = load_checkpoint(run_dir / "last.pt")["model"]

@@ -50,5 +50,5 @@ def test_a_bad_size_is_refused(size):
 
 def test_an_unknown_intensity_rule_is_refused(tmp_path):
     path = make_dicom(tmp_path / "a.dcm", np.zeros((8, 8), np.uint8))
-    with pytest.raises(InputValueError, match="intensity must be 'bit-range'"):
+    with pytest.raises(InputValueError, match="intensity must be one of"):
         load_model_image(path, 8, intensity="minmax")
