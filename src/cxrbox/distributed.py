@@ -196,17 +196,17 @@ def gather_batches(tensor: Tensor, world: World) -> Tensor:
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
 
 
-def gather_shards(items: list[Any], n_total: int, world: World) -> list[Any]:
-    """Every rank's `ShardSampler` share (rank r holds items r, r + W, ...) back in input order.
-
-    Picklable items (e.g. per-image predictions); the result has exactly `n_total` items, each
-    once, on every rank.
+def gather_shards(items: list[Any], indices: list[int], n_total: int, world: World) -> list[Any]:
+    """Every rank's share back in input order: `items[k]` belongs to input `indices[k]` (the
+    rank's `ShardSampler` order). Picklable items (e.g. per-image predictions); the result has
+    exactly `n_total` items, each input once, on every rank (ConfigError otherwise).
     """
     if not world.distributed:
         return items
     shards: list[Any] = [None] * world.world_size
-    dist.all_gather_object(shards, items)
-    merged = [shards[i % world.world_size][i // world.world_size] for i in range(n_total)]
-    if sum(len(shard) for shard in shards) != n_total:
-        raise ConfigError(f"gathered {sum(map(len, shards))} items for {n_total} inputs")
-    return merged
+    dist.all_gather_object(shards, list(zip(indices, items, strict=True)))
+    by_index = dict(pair for shard in shards for pair in shard)
+    n_gathered = sum(len(shard) for shard in shards)
+    if n_gathered != n_total or sorted(by_index) != list(range(n_total)):
+        raise ConfigError(f"gathered {n_gathered} items for {n_total} inputs")
+    return [by_index[i] for i in range(n_total)]

@@ -134,20 +134,27 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 class ShardSampler(Sampler[int]):
-    """Indices rank, rank + W, ... of range(n), in order, no padding: the ranks' validation share.
+    """The ranks' validation share: range(n) cut into batches of `batch_size` (as one process
+    batches it), rank r taking whole batches r, r + W, ... in order, no padding.
 
-    Shards may differ in length by one; nothing is repeated, so gathered metrics count every
-    image exactly once.
+    Every image is predicted in the same batch as in one process, so with the same weights its
+    output is the same bit for bit, and nothing is repeated: gathered metrics count every image
+    exactly once and equal a single-process evaluation.
     """
 
-    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.rank, self.world_size = n, rank, world_size
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1, batch_size: int = 1) -> None:
+        self.n, self.rank, self.world_size, self.batch_size = n, rank, world_size, batch_size
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.n, self.world_size))
+        first_batches = range(
+            self.rank * self.batch_size, self.n, self.world_size * self.batch_size
+        )
+        return (
+            i for start in first_batches for i in range(start, min(start + self.batch_size, self.n))
+        )
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world_size))
+        return sum(1 for _ in self)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -245,7 +252,9 @@ def build_loaders(config: TrainConfig, rank: int = 0, world_size: int = 1) -> Lo
         drop_last=len(sampler) > config.batch_size,
         **workers,
     )
-    val_sampler = ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
+    val_sampler = (
+        ShardSampler(len(val_set), rank, world_size, config.batch_size) if world_size > 1 else None
+    )
     val_loader = DataLoader(
         val_set,
         batch_size=config.batch_size,

@@ -372,7 +372,9 @@ def train(
             shard = list(
                 predict_batches(state.model, loaders.val, state.coding, config, state.device)
             )
-            predictions = distributed.gather_shards(shard, loaders.n_val, world)
+            predictions = distributed.gather_shards(
+                shard, list(loaders.val.sampler), loaders.n_val, world
+            )
             result = evaluate_image_predictions(predictions, config.score_threshold)
             state.epoch, state.epoch_step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
             runlog.write("val_samples", val_sample_record(state, predictions))

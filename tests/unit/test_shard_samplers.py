@@ -56,8 +56,17 @@ def test_rank_outside_the_world_is_a_data_error():
         EpochShuffleSampler(10, 0, rank=2, world_size=2)
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 8])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 23])
 def test_validation_shards_hold_every_index_once_without_padding(n):
-    shards = [list(ShardSampler(n, rank, 3)) for rank in range(3)]
+    shards = [list(ShardSampler(n, rank, 3, batch_size=4)) for rank in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(n))
-    assert [len(ShardSampler(n, rank, 3)) for rank in range(3)] == [len(s) for s in shards]
+    assert [len(ShardSampler(n, rank, 3, 4)) for rank in range(3)] == [len(s) for s in shards]
+
+
+def test_validation_shards_are_the_single_process_batches():
+    """Whole batches of the one-process order, dealt round-robin: same batch, same arithmetic."""
+    one_process = [list(range(i, min(i + 4, 23))) for i in range(0, 23, 4)]
+    for rank in range(3):
+        shard = list(ShardSampler(23, rank, 3, batch_size=4))
+        batches = [shard[i : i + 4] for i in range(0, len(shard), 4)]
+        assert batches == one_process[rank::3]
