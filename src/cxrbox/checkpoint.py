@@ -19,17 +19,16 @@ as objects; convert a file you trust with `python -m cxrbox.checkpoint upgrade O
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import random
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.errors import CheckpointError, CheckpointVersionError, CheckpointWriteError
 
 CHECKPOINT_VERSION = 2
@@ -46,25 +45,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise CheckpointWriteError(f"cannot write checkpoint {path}: {exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             torch.save({**state, "version": CHECKPOINT_VERSION}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
     except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
         raise CheckpointWriteError(
             f"cannot write checkpoint {path}: {exc.strerror or exc}; "
             "the previous checkpoint there (if any) is intact"
         ) from exc
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

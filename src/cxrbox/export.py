@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from cxrbox import __version__
+from cxrbox.atomic_write import atomic_path
 from cxrbox.config import TrainConfig
 from cxrbox.decode import GridCoding
 from cxrbox.errors import ExportError
@@ -54,23 +51,6 @@ def model_metadata(config: TrainConfig, coding: GridCoding, precision: str) -> M
     )
 
 
-@contextmanager
-def atomic_path(path: str | Path, suffix: str = ".onnx") -> Iterator[Path]:
-    """Yield a temporary path beside `path`; renamed onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def set_metadata(onnx_path: Path, metadata: ModelMetadata) -> None:
     """Write `metadata` into the ONNX file at `onnx_path` (in place)."""
     import onnx
@@ -87,7 +67,7 @@ def export_onnx(
     out_path = Path(out_path)
     model = copy.deepcopy(model).float().eval().cpu()  # memory format does not reach the graph
     dummy = torch.zeros(2, 1, config.image_size, config.image_size)
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path, suffix=".onnx") as tmp:
         try:
             with warnings.catch_warnings():
                 # The tracer warns about BoxRegressor's input-shape check: the graph has a fixed

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.errors import ExportError, InputValueError
-from cxrbox.export import atomic_path, set_metadata
+from cxrbox.export import set_metadata
 from cxrbox.onnx_model import INPUT_NAME, read_metadata
 
 __all__ = ["DEFAULT_SETTINGS", "QuantSettings", "quantize_int8"]
@@ -100,7 +101,10 @@ def quantize_int8(
             f"calibration images must be [N >= 1, {want[1]}, {want[2]}, {want[3]}], got "
             f"{calibration.shape}"
         )
-    with atomic_path(out_path) as tmp, tempfile.TemporaryDirectory(dir=out_path.parent) as work:
+    with (
+        atomic_path(out_path, suffix=".onnx") as tmp,
+        tempfile.TemporaryDirectory(dir=out_path.parent) as work,
+    ):
         pre = Path(work) / "pre.onnx"
         try:
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)

@@ -104,7 +104,7 @@ def test_disk_full_stops_training_naming_the_checkpoint_and_keeps_the_previous_o
     import errno
     import os
 
-    from cxrbox import checkpoint
+    from cxrbox import atomic_write
     from cxrbox.errors import CheckpointWriteError
 
     real_fsync, calls = os.fsync, {"n": 0}
@@ -115,7 +115,7 @@ def test_disk_full_stops_training_naming_the_checkpoint_and_keeps_the_previous_o
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(fd)
 
-    monkeypatch.setattr(checkpoint.os, "fsync", fsync_fails_on_the_third_checkpoint)
+    monkeypatch.setattr(atomic_write.os, "fsync", fsync_fails_on_the_third_checkpoint)
     config = tiny_config.replace(epochs=2, width=0.25, checkpoint_every_steps=1)
     with pytest.raises(CheckpointWriteError, match=r"last\.pt: No space left on device"):
         train(config, progress=False)
