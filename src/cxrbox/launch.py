@@ -8,6 +8,7 @@ For several machines use `torchrun` itself (README "Many processes, GPUs and mac
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ def launch_local(
         start_method="spawn",
     )
     worker_args = (config.to_dict(), None if resume is None else str(resume), progress)
+    # torchrun gives each rank one thread unless OMP_NUM_THREADS says otherwise; its Python API
+    # does not, so N ranks of all-core thread pools would oversubscribe the machine. Share it.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     try:
         results = elastic_launch(launch, train_worker)(*worker_args)
     except ChildFailedError as exc:

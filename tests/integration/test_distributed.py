@@ -121,8 +121,8 @@ def test_two_rank_validation_equals_one_process_evaluation_of_its_checkpoint(two
     model, config, coding = load_trained_model(two_rank_run / "best.pt")
     best_epoch = torch.load(two_rank_run / "best.pt", weights_only=False)["epoch"]
     logged = next(r for r in read_records(two_rank_run, "epoch") if r["epoch"] == best_epoch)
-    # Each torchrun rank computes on one thread (torchrun sets OMP_NUM_THREADS=1); a convolution's
-    # rounding depends on its thread count, so the single process uses one thread too.
+    # The ranks compute on one thread (OMP_NUM_THREADS=1 in `_env`); a convolution's rounding
+    # depends on its thread count, so the single process uses one thread too.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
