@@ -44,14 +44,15 @@ class PendingSteps:
         self._records.append(record)
         return PENDING_KEY not in record or len(self._records) >= self.flush_every
 
-    def drain(self) -> list[dict[str, Any]]:
-        """Every queued record with host floats (one device read); raises on a non-finite loss."""
+    def drain(self, check: bool = True) -> list[dict[str, Any]]:
+        """Every queued record with host floats (one device read); raises on a non-finite loss
+        (`check=False`: the caller checks each record, after logging the ones before it)."""
         records, self._records = self._records, []
         waiting = [r for r in records if PENDING_KEY in r]
         if waiting:
             rows = torch.stack([r.pop(PENDING_KEY) for r in waiting]).tolist()
             for record, row in zip(waiting, rows, strict=True):
                 record.update(loss_values_as_floats(row))
-        for record in records:
+        for record in records if check else ():
             check_finite(record, record["step"], record.get("epoch", 0))
         return records

@@ -245,8 +245,18 @@ def train_one_epoch(
         dynamic_ncols=True,
     )
     pending = PendingSteps()
+
+    def log_pending() -> None:
+        """Read the deferred losses; log each step, then stop at the first non-finite one."""
+        for done in pending.drain(check=False):
+            runlog.write("step", done)
+            check_finite(done, done["step"], done["epoch"])
+            state.epoch_loss_sum += done["loss"]
+
     for batch in bar:
         n_events = len(state.events)
+        if state.monitor.active(state.global_step):
+            log_pending()  # a monitored step reads the device anyway: earlier steps first
         record = train_step(state, batch.images, batch.boxes, defer=True)
         record.update(epoch=epoch + 1, dropped_boxes=batch.n_dropped)
         state.epoch_step += 1
@@ -254,9 +264,7 @@ def train_one_epoch(
         # Read the deferred losses (and check them) before a save, so a checkpoint never holds
         # a step that was not logged and checked, and at the end of the epoch.
         if pending.push(record) or save_due or state.epoch_step == state.steps_per_epoch:
-            for done in pending.drain():
-                runlog.write("step", done)
-                state.epoch_loss_sum += done["loss"]
+            log_pending()
             bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
         handle_events(state, runlog, state.events[n_events:])
         if save_due and isinstance(runlog, RunLog):  # rank 0: other ranks log (and save) nowhere
@@ -284,6 +292,7 @@ def checkpoint_state(state: TrainState) -> dict[str, Any]:
         "epoch_step": state.epoch_step,
         "epoch_loss_sum": state.epoch_loss_sum,
         "global_step": state.global_step,
+        "world_size": state.world.world_size,
         "best_metric": state.best_metric,
         "config": state.config.to_dict(),
         "rng": capture_rng_state(),
@@ -343,6 +352,13 @@ def train(
     if checkpoint is not None:
         if checkpoint["epoch"] >= config.epochs:
             raise CheckpointError(f"{run_dir} already finished all {config.epochs} epochs")
+        saved_world = checkpoint.get("world_size", 1)
+        if saved_world != world.world_size:
+            raise CheckpointError(
+                f"{run_dir / 'last.pt'} was written by a run of {saved_world} process(es); resume "
+                f"it with the same number (now {world.world_size}): its steps, LR schedule and "
+                "data shards depend on it"
+            )
         restore_state(state, checkpoint)
         if world.is_main:
             truncate_after_step(run_dir, state.global_step - 1, epochs_done=state.epoch)

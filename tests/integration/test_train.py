@@ -92,3 +92,35 @@ def test_non_finite_loss_stops_with_a_typed_error_and_keeps_the_last_checkpoint(
     state = load_checkpoint(f"{tiny_config.out}/last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_a_deferred_non_finite_loss_is_named_at_its_step_after_the_steps_before_it(
+    tiny_config, monkeypatch
+):
+    """monitor_every 5: steps 3 and 4 are deferred, step 5 is monitored. A NaN from step 4 on
+    must stop training naming step 4 (not the monitored step 5), with steps 0-4 logged."""
+    real_compute_loss = objective.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(raw, targets, *args, **kwargs):
+        calls["n"] += 1
+        parts = real_compute_loss(raw, targets, *args, **kwargs)
+        if calls["n"] > 4:  # steps 4, 5, ...
+            return type(parts)(**{**parts.__dict__, "total": parts.total * float("nan")})
+        return parts
+
+    monkeypatch.setattr(train_module, "compute_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 4 "):
+        train(tiny_config.replace(epochs=3, monitor_every=5), progress=False)
+    assert [r["step"] for r in read_records(tiny_config.out, "step")] == [0, 1, 2, 3, 4]
+
+
+def test_a_checkpoint_resumes_only_with_the_process_count_that_wrote_it(tiny_config):
+    from cxrbox.checkpoint import save_checkpoint
+    from cxrbox.errors import CheckpointError
+
+    run_dir = train(tiny_config.replace(epochs=2), progress=False).run_dir
+    state = load_checkpoint(run_dir / "last.pt")
+    save_checkpoint({**state, "epoch": 1, "world_size": 2}, run_dir / "last.pt")
+    with pytest.raises(CheckpointError, match=r"run of 2 process\(es\).*now 1"):
+        train(tiny_config, resume=run_dir, progress=False)
