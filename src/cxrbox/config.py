@@ -77,9 +77,17 @@ class TrainConfig:
     # 2.9 s, a save 0.12 s (21 MB), so 0.02 % at 200 steps; < 2 % for steps > 30 ms. A crash
     # loses <= 200 steps.
     checkpoint_every_steps: int = 200
+    # Exponential moving average of the weights for validation, best.pt, eval, predict and
+    # export (cxrbox.ema): decay * (1 - exp(-step / ema_ramp_steps)) per step.
+    ema: bool = True
+    ema_decay: float = 0.998
+    ema_ramp_steps: float = 200.0
 
-    # Evaluation and decode.
+    # Evaluation and decode. With tune_score_threshold, each validation sweeps the score
+    # threshold (cxrbox.threshold) and checkpoints store the one with the best RSNA mAP, which
+    # eval / predict / export then use; score_threshold is the fixed one otherwise.
     score_threshold: float = 0.3
+    tune_score_threshold: bool = True
     nms_iou: float = 0.5
     top_k: int = 4
 
@@ -112,6 +120,13 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 <= self.ema_decay < 1.0 or self.ema_ramp_steps < 0:
+            raise ConfigError(
+                f"ema_decay must be in [0, 1) and ema_ramp_steps >= 0, got {self.ema_decay} "
+                f"and {self.ema_ramp_steps}"
+            )
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ConfigError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
         if self.lr <= 0 or self.grad_clip <= 0 or self.prior_size <= 0:
             raise ConfigError("lr, grad_clip and prior_size must be > 0")
         if (self.images is None) != (self.labels is None):

@@ -112,16 +112,34 @@ def flat_metrics(result: EvalResult) -> dict[str, float]:
 def load_trained_model(
     checkpoint_path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, TrainConfig, GridCoding]:
-    """Model (eval mode), its TrainConfig and decode coding from a `cxrbox train` checkpoint."""
+    """Model (eval mode), its TrainConfig and decode coding from a `cxrbox train` checkpoint.
+
+    The model holds the EMA weights when the run kept them (`cxrbox.ema`), else the raw ones;
+    the config's score_threshold is the checkpoint's (tuned on validation when it was).
+    """
     state = load_checkpoint(checkpoint_path, map_location=device)
     config = config_from_dict(state["config"], source=str(checkpoint_path))
     model = build_model(config.head, config.norm, config.width).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["ema"]["weights"] if "ema" in state else state["model"])
     model.eval()
+    threshold = state.get("score_threshold")
+    if threshold is not None:
+        config = config.replace(score_threshold=float(threshold["value"]))
     coding = GridCoding(prior_w=config.prior_size, prior_h=config.prior_size)
     return model, config, coding
+
+
+def score_threshold_source(checkpoint_path: str | Path) -> str:
+    """Where a checkpoint's score threshold came from, in words (for `eval` and `predict`)."""
+    threshold = load_checkpoint(checkpoint_path).get("score_threshold")
+    if threshold is None or not threshold.get("tuned"):
+        return "the training config's (not tuned on validation)"
+    return (
+        f"tuned on validation: best RSNA mAP {threshold['rsna_map']:.4f} on "
+        f"{threshold['n_images']} images at epoch {threshold['epoch']}"
+    )
 
 
 def folder_loader(

@@ -32,12 +32,14 @@ from cxrbox.errors import BoxFormatError, InputValueError
 __all__ = [
     "RSNA_IOU_THRESHOLDS",
     "EvalResult",
+    "RankedMatches",
     "corner_mae",
     "evaluate_predictions",
     "mean_iou",
     "prediction_spread",
     "rsna_image_score",
     "rsna_map",
+    "rsna_true_positive_prefixes",
 ]
 
 # The RSNA Pneumonia Detection Challenge thresholds, 0.40 to 0.75 in steps of 0.05, written out
@@ -52,9 +54,10 @@ BoxesLike = Any  # np.ndarray | Tensor | nested sequence
 
 
 class _Image(NamedTuple):
-    """One validated image: pred [P, 4] by descending score, truth [T, 4], iou [P, T]."""
+    """One validated image: pred [P, 4] by descending score, score [P], truth [T, 4], iou [P, T]."""
 
     pred: np.ndarray
+    score: np.ndarray
     truth: np.ndarray
     iou: np.ndarray
 
@@ -88,7 +91,7 @@ def _images(
             f"{len(preds)}, {len(scores)}, {len(truths)}"
         )
     named: list[tuple[str, np.ndarray]] = []
-    ranked: list[tuple[np.ndarray, np.ndarray]] = []
+    ranked: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for i, (p, s, t) in enumerate(zip(preds, scores, truths, strict=True)):
         pred, score, truth = _as_array(p, (0, 4)), _as_array(s, (0,)), _as_array(t, (0, 4))
         check_box_shape(f"preds[{i}]", torch.from_numpy(pred), rank=2)
@@ -101,7 +104,7 @@ def _images(
             raise InputValueError(f"scores[{i}] must be finite, got NaN/Inf")
         named += [(f"preds[{i}]", pred), (f"truths[{i}]", truth)]
         order = np.argsort(-score, kind="stable")  # descending; ties keep index order
-        ranked.append((pred[order], truth))
+        ranked.append((pred[order], score[order], truth))
     # one value check for all boxes; on failure, find the image to name
     if named:
         try:
@@ -111,7 +114,7 @@ def _images(
             for name, array in named:
                 check_box_values(name, torch.from_numpy(array), validate=True, require="xyxy")
             raise
-    return [_Image(pred, truth, _iou(pred, truth)) for pred, truth in ranked]
+    return [_Image(pred, score, truth, _iou(pred, truth)) for pred, score, truth in ranked]
 
 
 def _match_top_k(image: _Image) -> tuple[np.ndarray, np.ndarray]:
@@ -196,6 +199,28 @@ def _check_thresholds(thresholds: Sequence[float]) -> np.ndarray:
     return values
 
 
+def _true_positive_prefixes(image: _Image, thresholds: np.ndarray) -> np.ndarray:
+    """True positives of the first p predictions (by score), p = 0..P: int64 [P + 1, n_thr].
+
+    The competition's greedy matching: predictions in descending confidence, each matching the
+    unmatched truth with the highest IoU > t. Row P is the whole image's count; a score
+    threshold keeps a prefix, so its count is one of these rows.
+    """
+    n_truth = image.iou.shape[1]
+    counts = np.zeros((image.iou.shape[0] + 1, thresholds.size), dtype=np.int64)
+    matched = np.zeros((thresholds.size, n_truth), dtype=bool)  # [n_thr, T]
+    if n_truth == 0:
+        return counts
+    rows = np.arange(thresholds.size)
+    for p, iou in enumerate(image.iou):  # [T] per prediction, descending confidence
+        hit = (iou[None, :] > thresholds[:, None]) & ~matched  # [n_thr, T]
+        best = np.argmax(np.where(hit, iou[None, :], -1.0), axis=1)  # [n_thr]
+        found = hit.any(axis=1)  # [n_thr]
+        matched[rows[found], best[found]] = True
+        counts[p + 1] = counts[p] + found
+    return counts
+
+
 def _rsna_score(image: _Image, thresholds: np.ndarray) -> float | None:
     """RSNA score of one image; None if it has neither truths nor predictions."""
     n_pred, n_truth = image.iou.shape
@@ -203,17 +228,36 @@ def _rsna_score(image: _Image, thresholds: np.ndarray) -> float | None:
         return None
     if n_pred == 0 or n_truth == 0:
         return 0.0
-    matched = np.zeros((thresholds.size, n_truth), dtype=bool)  # [n_thr, T]
-    tp = np.zeros(thresholds.size, dtype=np.int64)
-    rows = np.arange(thresholds.size)
-    for iou in image.iou:  # [T] per prediction, descending confidence
-        hit = (iou[None, :] > thresholds[:, None]) & ~matched  # [n_thr, T]
-        best = np.argmax(np.where(hit, iou[None, :], -1.0), axis=1)  # [n_thr]
-        found = hit.any(axis=1)  # [n_thr]
-        matched[rows[found], best[found]] = True
-        tp += found
+    tp = _true_positive_prefixes(image, thresholds)[-1]  # [n_thr]
     # TP / (TP + FP + FN) with FP = P - TP and FN = T - TP
     return float(np.mean(tp / (n_pred + n_truth - tp)))
+
+
+class RankedMatches(NamedTuple):
+    """One image for a score-threshold sweep: scores [P] descending, true positives of each
+    prefix [P + 1, n_iou] (see `rsna_true_positive_prefixes`), number of truth boxes."""
+
+    scores: np.ndarray
+    true_positives: np.ndarray
+    n_truth: int
+
+
+def rsna_true_positive_prefixes(
+    preds: Sequence[BoxesLike],
+    scores: Sequence[BoxesLike],
+    truths: Sequence[BoxesLike],
+    thresholds: Sequence[float] = RSNA_IOU_THRESHOLDS,
+) -> list[RankedMatches]:
+    """Per image, the RSNA matching's true positives after each prefix of its ranked boxes.
+
+    Inputs as in `rsna_map`. A score threshold keeps a prefix of the ranked boxes, so this is
+    all a threshold sweep needs (`cxrbox.threshold`) and the matching is written once.
+    """
+    values = _check_thresholds(thresholds)
+    return [
+        RankedMatches(image.score, _true_positive_prefixes(image, values), image.truth.shape[0])
+        for image in _images(preds, scores, truths)
+    ]
 
 
 def rsna_image_score(

@@ -7,7 +7,9 @@ writes into `run_dir/plots/`:
 - `prediction_spread.png`: batch std of the top box's centre and size (collapse when ~0);
 - `gradients.png`: gradient norm before clipping (with the clip level) and update/weight ratio;
 - `val_predictions.png`: validation images with truth (green) and top predictions (red) at
-  several epochs: predictions vs ground truth over time.
+  several epochs: predictions vs ground truth over time;
+- `threshold.png`: validation RSNA mAP, precision and recall against the score threshold at the
+  epoch `best.pt` holds, with the threshold it stores.
 """
 
 from __future__ import annotations
@@ -164,6 +166,34 @@ def plot_val_predictions(
     return _save(fig, out)
 
 
+def best_epoch(epochs: list[dict]) -> dict | None:
+    """The epoch record `best.pt` holds: the first with the highest finite val mean IoU."""
+    finite = [r for r in epochs if np.isfinite(r.get("val_mean_iou", np.nan))]
+    return max(finite, key=lambda r: r["val_mean_iou"], default=None)
+
+
+def plot_threshold_sweep(sweep: dict, config_threshold: float, out: Path) -> Path:
+    """RSNA mAP, precision and recall against the score threshold of one validation."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("rsna_map", "RSNA mAP"), ("precision", "precision"), ("recall", "recall")):
+        ax.plot(sweep["thresholds"], sweep[key], marker=".", label=label)
+    best = sweep["best_threshold"]
+    best_map = sweep["rsna_map"][sweep["thresholds"].index(best)]
+    ax.axvline(best, color="black", label=f"chosen {best:g} (mAP {best_map:.3f})")
+    ax.axvline(config_threshold, color="grey", linestyle="--",
+               label=f"config score_threshold {config_threshold:g}")  # fmt: skip
+    ax.set(
+        title=f"Validation at epoch {sweep['epoch']} ({sweep['n_images']} images): boxes scoring "
+        ">= threshold\n(precision and recall over boxes, mean over IoU 0.40-0.75)",
+        xlabel="score threshold",
+        ylim=(0, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
 def write_plots(run_dir: str | Path) -> list[Path]:
     """Write every plot the run's records allow; returns the PNG paths."""
     run_dir = Path(run_dir)
@@ -173,6 +203,7 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]
     samples = [r for r in records if r["kind"] == "val_samples"]
+    sweeps = {r["epoch"]: r for r in records if r["kind"] == "threshold_sweep"}
     config = json.loads((run_dir / "config.json").read_text())
     config.update(next((r for r in records if r["kind"] == "run"), {}))
     written = []
@@ -183,10 +214,16 @@ def write_plots(run_dir: str | Path) -> list[Path]:
             plot_prediction_spread(steps, config["collapse_std"], out / "prediction_spread.png")
         )
         written.append(plot_gradients(steps, config["grad_clip"], out / "gradients.png"))
+    best = best_epoch(epochs)
+    threshold = (best or {}).get("val_score_threshold", config["score_threshold"])
     if samples and (run_dir / VAL_SAMPLES_NAME).exists():
         written.append(
-            plot_val_predictions(
-                run_dir, samples, config["score_threshold"], out / "val_predictions.png"
+            plot_val_predictions(run_dir, samples, threshold, out / "val_predictions.png")
+        )
+    if best is not None and best["epoch"] in sweeps:
+        written.append(
+            plot_threshold_sweep(
+                sweeps[best["epoch"]], config["score_threshold"], out / "threshold.png"
             )
         )
     return written

@@ -2,11 +2,12 @@
 
 One step: targets assigned on the host -> forward (optional bf16 autocast) -> loss (every branch
 on clipped, ordered boxes) -> non-finite check -> backward -> gradient clipping -> monitors ->
-`opt.step()` -> `scheduler.step()` (per step: linear warmup, then cosine). `last.pt` is written
-atomically every `checkpoint_every_steps` steps; each epoch ends with an evaluation through the
-shared decode and `last.pt` / `best.pt`. A resumed run (`resume=RUN_DIR`) restarts at the step
-after `last.pt`, mid-epoch if need be, with the RNG state, optimizer and scheduler it had, so on
-CPU it continues exactly (`cxrbox.resume`).
+`opt.step()` -> `scheduler.step()` (per step: linear warmup, then cosine) -> EMA update.
+`last.pt` is written atomically every `checkpoint_every_steps` steps; each epoch ends with an
+evaluation of the EMA weights through the shared decode, a score-threshold sweep
+(`cxrbox.threshold`) and `last.pt` / `best.pt`. A resumed run (`resume=RUN_DIR`) restarts at
+the step after `last.pt`, mid-epoch if need be, with the RNG state, optimizer, scheduler and
+EMA it had, so on CPU it continues exactly (`cxrbox.resume`).
 Under `torchrun` every rank runs this same function (`cxrbox.distributed` holds the setup):
 each trains on its shard, validation is sharded and gathered, and only rank 0 writes files.
 """
@@ -34,6 +35,7 @@ from cxrbox.checkpoint import capture_rng_state, load_checkpoint, save_checkpoin
 from cxrbox.config import TrainConfig, config_from_dict, save_config
 from cxrbox.decode import GridCoding
 from cxrbox.distributed import SINGLE, World
+from cxrbox.ema import ModelEMA
 from cxrbox.errors import CheckpointError, CollapseError
 from cxrbox.evaluate import evaluate_image_predictions, flat_metrics, predict_batches
 from cxrbox.loaders import Loaders, build_loaders
@@ -51,6 +53,7 @@ from cxrbox.resume import epoch_batches, remove_stale_temporaries, step_checkpoi
 from cxrbox.runlog import DiscardLog, RunLog, truncate_after_step
 from cxrbox.schedule import build_scheduler
 from cxrbox.steprecords import PENDING_KEY, PendingSteps, check_finite
+from cxrbox.threshold import ThresholdSweep, sweep_score_thresholds
 
 log = logging.getLogger("cxrbox.train")
 
@@ -63,7 +66,8 @@ STEP_COLUMNS = (
 )  # fmt: skip
 EPOCH_COLUMNS = (
     "train_loss", "val_mean_iou", "val_mae_px", "val_rsna_map", "val_n_images",
-    "val_std_cx", "val_std_cy", "val_std_w", "val_std_h", "seconds",
+    "val_std_cx", "val_std_cy", "val_std_w", "val_std_h", "val_score_threshold",
+    "val_rsna_map_config_threshold", "seconds",
 )  # fmt: skip
 
 
@@ -113,6 +117,14 @@ class TrainState:
     resume_rng: dict[str, Any] | None = None  # a checkpoint's RNG state, until it is restored
     world: World = SINGLE
     forward: Callable | None = None  # images -> (raw, features): DDP / compiled; None: the model
+    ema: ModelEMA | None = None  # the averaged weights that validation and best.pt use
+    # The score threshold checkpoints carry: tuned at the last validation, or the config's.
+    score_threshold: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def eval_model(self) -> BoxRegressor:
+        """The weights that are validated and exported: the EMA when on, else the model."""
+        return self.model if self.ema is None else self.ema.module  # type: ignore[return-value]
 
 
 def build_state(
@@ -135,6 +147,7 @@ def build_state(
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
     scheduler = build_scheduler(optimizer, warmup_steps, total_steps, config.min_lr_ratio)
     coding = GridCoding(prior_w=config.prior_size, prior_h=config.prior_size)
+    ema = ModelEMA(model, config.ema_decay, config.ema_ramp_steps) if config.ema else None
     monitor = TrainingMonitor(
         model,
         coding,
@@ -153,8 +166,14 @@ def build_state(
     )
     return TrainState(
         config, model, optimizer, scheduler, monitor, coding, weights, device,
-        steps_per_epoch, warmup_steps, total_steps, world=world, forward=forward,
+        steps_per_epoch, warmup_steps, total_steps, world=world, forward=forward, ema=ema,
+        score_threshold=fixed_threshold(config),
     )  # fmt: skip
+
+
+def fixed_threshold(config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint's threshold entry before any validation, or without tuning."""
+    return {"value": config.score_threshold, "tuned": False}
 
 
 def iou_ramp(state: TrainState) -> float:
@@ -212,6 +231,8 @@ def train_step(
     state.optimizer.step()
     lr = state.optimizer.param_groups[0]["lr"]
     state.scheduler.step()
+    if state.ema is not None:
+        state.ema.update(model)
 
     record: dict[str, Any] = {"step": state.global_step, "iou_ramp": ramp, "lr": lr}
     record.update({PENDING_KEY: loss_values} if host_values is None else host_values)
@@ -295,6 +316,8 @@ def checkpoint_state(state: TrainState) -> dict[str, Any]:
         "world_size": state.world.world_size,
         "best_metric": state.best_metric,
         "config": state.config.to_dict(),
+        "score_threshold": dict(state.score_threshold),
+        **({} if state.ema is None else {"ema": state.ema.state_dict()}),
         "rng": capture_rng_state(),
         "monitor": {
             "low_spread_steps": state.monitor.low_spread_steps,
@@ -313,6 +336,14 @@ def restore_state(state: TrainState, checkpoint: dict[str, Any]) -> None:
     state.epoch_step = checkpoint["epoch_step"]
     state.epoch_loss_sum = checkpoint["epoch_loss_sum"]
     state.best_metric = checkpoint["best_metric"]
+    state.score_threshold = checkpoint.get("score_threshold", fixed_threshold(state.config))
+    if state.ema is not None:
+        if "ema" not in checkpoint:
+            raise CheckpointError(
+                "the checkpoint has no EMA weights but its config has ema on; it was not "
+                "written by this cxrbox's trainer"
+            )
+        state.ema.load_state_dict(checkpoint["ema"])
     for key, value in checkpoint["monitor"].items():
         setattr(state.monitor, key, value)
     state.resume_rng = checkpoint["rng"]  # restored where the epoch's batches start
@@ -386,19 +417,30 @@ def train(
             started = time.perf_counter()
             train_loss = train_one_epoch(state, loaders, runlog, progress)
             shard = list(
-                predict_batches(state.model, loaders.val, state.coding, config, state.device)
+                predict_batches(state.eval_model, loaders.val, state.coding, config, state.device)
             )
             predictions = distributed.gather_shards(
                 shard, list(loaders.val.sampler), loaders.n_val, world
             )
-            result = evaluate_image_predictions(predictions, config.score_threshold)
             state.epoch, state.epoch_step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
+            sweep = score_threshold_sweep(predictions)
+            if config.tune_score_threshold:
+                state.score_threshold = tuned_threshold(sweep, state.epoch)
+            result = evaluate_image_predictions(predictions, state.score_threshold["value"])
+            runlog.write("threshold_sweep", {"epoch": state.epoch, "step": state.global_step - 1,
+                                             **sweep.record()})  # fmt: skip
             runlog.write("val_samples", val_sample_record(state, predictions))
             record = {
                 "epoch": state.epoch,
                 "step": state.global_step - 1,
                 "train_loss": train_loss,
                 **{f"val_{k}": v for k, v in flat_metrics(result).items()},
+                "val_score_threshold": state.score_threshold["value"],
+                "val_rsna_map_config_threshold": (
+                    evaluate_image_predictions(predictions, config.score_threshold).rsna_map
+                    if config.tune_score_threshold
+                    else result.rsna_map
+                ),
                 "seconds": time.perf_counter() - started,
             }
             runlog.write("epoch", record)
@@ -418,6 +460,26 @@ def train(
         write_plots(run_dir)
     distributed.barrier(world)  # no rank leaves while rank 0 still writes
     return TrainResult(run_dir, epochs, state.events)
+
+
+def score_threshold_sweep(predictions: list) -> ThresholdSweep:
+    """RSNA mAP, precision and recall of the validation predictions over score thresholds."""
+    return sweep_score_thresholds(
+        [p.detections.boxes for p in predictions],
+        [p.detections.scores for p in predictions],
+        [p.truth for p in predictions],
+    )
+
+
+def tuned_threshold(sweep: ThresholdSweep, epoch: int) -> dict[str, Any]:
+    """The checkpoint's threshold entry: the sweep's best, where it was chosen."""
+    return {
+        "value": sweep.best_threshold,
+        "tuned": True,
+        "epoch": epoch,
+        "rsna_map": sweep.best_rsna_map,
+        "n_images": sweep.n_images,
+    }
 
 
 N_VAL_SAMPLES = 6
@@ -459,6 +521,7 @@ def format_epoch(record: dict[str, Any]) -> str:
     return (
         f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
         f"val mean IoU {record['val_mean_iou']:.3f}  MAE {record['val_mae_px']:.1f} px  "
-        f"RSNA mAP {record['val_rsna_map']:.3f}  centre std "
+        f"RSNA mAP {record['val_rsna_map']:.3f} (score >= {record['val_score_threshold']:.2f})  "
+        f"centre std "
         f"{max(record['val_std_cx'], record['val_std_cy']):.3f}  ({record['seconds']:.1f} s)"
     )

@@ -48,28 +48,37 @@ def test_resumed_run_continues_exactly(tiny_config, tmp_path, monkeypatch):
     part = tiny_config.replace(out=str(tmp_path / "part"), epochs=3)
 
     # Crash during epoch 2's evaluation: epoch 1's checkpoint exists, epoch 2's steps are logged.
-    real_evaluate = train_module.evaluate_image_predictions
+    real_sweep = train_module.score_threshold_sweep
     calls = {"n": 0}
 
     def crash_on_second_eval(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
+        return real_sweep(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate_image_predictions", crash_on_second_eval)
+    monkeypatch.setattr(train_module, "score_threshold_sweep", crash_on_second_eval)
     with pytest.raises(KeyboardInterrupt):
         train(part, progress=False)
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 1
 
     resumed = train(part, resume=tmp_path / "part", progress=False)
-    # Same losses step for step, logged once each, and bit-identical final weights.
+    # Same losses step for step, logged once each, and bit-identical final weights: the raw
+    # ones, their moving average (and its update count), and the same tuned score threshold.
     assert _step_losses(resumed.run_dir) == _step_losses(full.run_dir)
-    full_state = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
-    resumed_state = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
-    for name, tensor in full_state.items():
-        assert torch.equal(tensor, resumed_state[name]), name
+    full_state = load_checkpoint(tmp_path / "full" / "last.pt")
+    resumed_state = load_checkpoint(tmp_path / "part" / "last.pt")
+    for key in ("model", "ema"):
+        weights = full_state[key] if key == "model" else full_state[key]["weights"]
+        resumed_weights = resumed_state[key] if key == "model" else resumed_state[key]["weights"]
+        for name, tensor in weights.items():
+            assert torch.equal(tensor, resumed_weights[name]), (key, name)
+    assert resumed_state["ema"]["updates"] == full_state["ema"]["updates"] == 9
+    assert resumed_state["score_threshold"] == full_state["score_threshold"]
+    assert [e["val_mean_iou"] for e in resumed.epochs] == [
+        e["val_mean_iou"] for e in full.epochs[1:]
+    ]
 
 
 def test_non_finite_loss_stops_with_a_typed_error_and_keeps_the_last_checkpoint(

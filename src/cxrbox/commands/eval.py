@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
     parser.add_argument("--labels", required=True, help="RSNA label CSV")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--score-threshold", dest="score_threshold", type=float,
+                        help="RSNA mAP of the boxes scoring at least this (default: the "
+                        "model's, tuned on validation)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_on_error_arguments(parser, "cxrbox-eval-skipped.csv")
     parser.set_defaults(func=run)
@@ -31,11 +34,16 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrbox.dicom import find_dicom_files
     from cxrbox.evaluate import evaluate, flat_metrics, folder_loader
-    from cxrbox.inference import load_inference_model
+    from cxrbox.inference import describe_score_threshold, load_inference_model
     from cxrbox.labels import read_rsna_labels
     from cxrbox.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
 
     model, config, coding = load_inference_model(args.model, args.device)
+    threshold_note = describe_score_threshold(
+        args.model, config.score_threshold, args.score_threshold
+    )
+    if args.score_threshold is not None:
+        config = config.replace(score_threshold=args.score_threshold)
     labels = read_rsna_labels(args.labels)
     skipped = []
     if args.on_error == "skip":
@@ -51,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         std = {k: metrics.pop(f"std_{k}") for k in ("cx", "cy", "w", "h")}
         report = {**metrics, "n_positive": result.n_positive, "prediction_std": std}
+        report.update(score_threshold=config.score_threshold, score_threshold_note=threshold_note)
         report.update(n_skipped=len(skipped), skipped_file=str(sidecar) if sidecar else None)
         print(json.dumps(report))
         return code
     print(f"images {result.n_images} ({result.n_positive} positive)")
     print(f"mean IoU   {result.mean_iou:.4f}")
     print(f"corner MAE {result.mae_px:.2f} px (original pixels; {result.n_missed} boxes missed)")
-    print(f"RSNA mAP   {result.rsna_map:.4f} (score threshold {config.score_threshold})")
+    print(f"RSNA mAP   {result.rsna_map:.4f} ({threshold_note})")
     spread = ", ".join(f"{k} {v:.4f}" for k, v in result.prediction_std.items())
     print(f"top-box spread (std, normalized): {spread}")
     if skipped:

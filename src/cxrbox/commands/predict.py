@@ -34,11 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from cxrbox.decode import to_rsna_prediction_string
     from cxrbox.dicom import find_dicom_files
     from cxrbox.evaluate import folder_loader, predict_batches
-    from cxrbox.inference import load_inference_model
+    from cxrbox.inference import describe_score_threshold, load_inference_model
     from cxrbox.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
 
     model, config, coding = load_inference_model(args.model, args.device)
     threshold = config.score_threshold if args.score_threshold is None else args.score_threshold
+    print(
+        "cxrbox predict: "
+        + describe_score_threshold(args.model, config.score_threshold, args.score_threshold)
+    )
     files = find_dicom_files(args.images)
     skipped = find_unreadable(files, config.intensity) if args.on_error == "skip" else []
     skipped_ids = {s.patient_id for s in skipped}

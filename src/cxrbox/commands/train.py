@@ -50,6 +50,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="stop with an error when predictions collapse",
     )
+    parser.add_argument(
+        "--no-ema",
+        dest="ema",
+        action="store_false",
+        default=None,
+        help="validate and save the raw weights, not their moving average",
+    )
+    parser.add_argument(
+        "--score-threshold",
+        dest="score_threshold",
+        type=float,
+        help="score threshold when it is not tuned on validation (default 0.3)",
+    )
+    parser.add_argument(
+        "--no-tune-threshold",
+        dest="tune_score_threshold",
+        action="store_false",
+        default=None,
+        help="keep --score-threshold instead of the one with the best validation RSNA mAP",
+    )
     parser.add_argument("--no-plots", dest="plots", action="store_false", default=None)
     parser.add_argument("--config", help="TOML or JSON file of TrainConfig fields")
     parser.add_argument(
@@ -65,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 OVERRIDES = (
     "images", "labels", "val_images", "val_labels", "out", "epochs", "image_size", "batch_size",
     "lr", "head", "norm", "iou_loss", "seed", "device", "num_workers", "synthetic_n", "bf16",
-    "deterministic", "fail_on_collapse", "plots", "compile",
+    "deterministic", "fail_on_collapse", "plots", "compile", "ema", "score_threshold",
+    "tune_score_threshold",
 )  # fmt: skip
 
 
