@@ -208,3 +208,33 @@ def label_csv_bytes(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         data = draw(mutated_bytes(data, header_len=64))
     return data
+
+
+def _floats(boxes: list[list[int]]) -> list[list[float]]:
+    return [[float(v) for v in box] for box in boxes]
+
+
+@st.composite
+def rsna_image(draw: st.DrawFn) -> tuple[list[list[float]], list[float], list[list[float]]]:
+    """(preds, scores, truths) for one image on an integer grid: predictions are mostly truths
+    shifted by -1..1 per corner (IoUs spread around the thresholds; several predictions on one
+    truth), some are free boxes; scores tie often. Identical and zero-area boxes occur."""
+    coord = st.integers(0, 8)
+    shift = st.sampled_from([-1, 0, 0, 1])
+
+    def free_box() -> list[int]:
+        x1, y1 = draw(coord), draw(coord)
+        return [x1, y1, x1 + draw(st.integers(0, 4)), y1 + draw(st.integers(0, 4))]
+
+    truths = [free_box() for _ in range(draw(st.integers(0, 4)))]
+    preds = []
+    for _ in range(draw(st.integers(0, 6))):
+        if truths and draw(st.booleans()):
+            base = draw(st.sampled_from(truths))
+            x1, x2 = sorted((base[0] + draw(shift), base[2] + draw(shift)))
+            y1, y2 = sorted((base[1] + draw(shift), base[3] + draw(shift)))
+            preds.append([x1, y1, x2, y2])
+        else:
+            preds.append(free_box())
+    scores = [draw(st.sampled_from([0.2, 0.5, 0.5, 0.9])) for _ in preds]
+    return _floats(preds), scores, _floats(truths)

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
+from cxrbox.checkpoint import load_checkpoint
 from cxrbox.dicom import find_dicom_files
+from cxrbox.threshold import SWEEP_THRESHOLDS
 
 
 def _cxrbox(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -42,6 +44,7 @@ def test_train_prints_a_summary_and_writes_the_run(trained_run):
     assert "cxrbox train: 2 epoch(s)" in result.stdout
     assert "best epoch" in result.stdout
     assert (run_dir / "best.pt").exists() and (run_dir / "plots" / "lr.png").exists()
+    assert (run_dir / "plots" / "threshold.png").exists()
 
 
 def test_eval_json_has_the_documented_keys(trained_run):
@@ -75,6 +78,41 @@ def test_predict_writes_an_rsna_submission(trained_run, tmp_path):
         assert values and len(values) % 5 == 0
         conf, x, y, w, h = (float(v) for v in values[:5])
         assert 0.0 <= conf <= 1.0 and 0 <= x and x + w <= 256 and 0 <= y and y + h <= 256
+
+
+def _confidences(path) -> list[float]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [float(v) for r in rows for v in r["PredictionString"].split()[::5]]
+
+
+def test_predict_and_eval_use_the_checkpoints_tuned_threshold_and_say_so(trained_run, tmp_path):
+    run_dir, images, labels, _ = trained_run
+    stored = load_checkpoint(run_dir / "best.pt")["score_threshold"]
+    assert stored["tuned"] and stored["value"] in SWEEP_THRESHOLDS
+    default, everything = tmp_path / "default.csv", tmp_path / "all.csv"
+    result = _cxrbox("predict", "--model", str(run_dir / "best.pt"), "--images", str(images),
+                     "--out", str(default))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"score threshold {stored['value']:g} (tuned on validation" in result.stdout
+    _cxrbox("predict", "--model", str(run_dir / "best.pt"), "--images", str(images),
+            "--out", str(everything), "--score-threshold", "0")  # fmt: skip
+    # the stored threshold keeps exactly the boxes of the unthresholded run that reach it
+    assert _confidences(default) == [c for c in _confidences(everything) if c >= stored["value"]]
+    report = json.loads(
+        _cxrbox(
+            "eval",
+            "--model",
+            str(run_dir / "best.pt"),
+            "--images",
+            str(images),
+            "--labels",
+            str(labels),
+            "--json",
+        ).stdout
+    )
+    assert report["score_threshold"] == stored["value"]
+    assert "tuned on validation" in report["score_threshold_note"]
 
 
 def test_errors_exit_2_with_a_message(tmp_path):

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import cxrbox.decode
+from cxrbox.checkpoint import load_checkpoint
 from cxrbox.cli import main
 from cxrbox.config import TrainConfig
 from cxrbox.deploy import export_checkpoint, int8_path
 from cxrbox.errors import ModelFileError
 from cxrbox.evaluate import evaluate, flat_metrics, folder_loader, load_trained_model
 from cxrbox.export import export_onnx
-from cxrbox.inference import load_inference_model
+from cxrbox.inference import load_inference_model, score_threshold_source
 from cxrbox.labels import write_rsna_labels
 from cxrbox.loaders import resolve_splits
 from cxrbox.model import build_model
@@ -79,6 +80,10 @@ def test_int8_model_is_quantized_and_self_describing(run):
     assert any(n.op_type == "QuantizeLinear" for n in graph.node)
     meta = OnnxModel(int8_path(run["out"])).metadata
     assert (meta.precision, meta.image_size, meta.intensity) == ("int8", 64, DEFAULT_INTENSITY)
+    # the score threshold tuned on validation travels with the model, and says so
+    stored = load_checkpoint(run["result"].run_dir / "best.pt")["score_threshold"]
+    assert stored["tuned"] and meta.score_threshold == stored["value"]
+    assert "tuned on validation" in score_threshold_source(int8_path(run["out"]))
 
 
 @pytest.mark.parametrize("kind", ["random", "synthetic"])

@@ -9,6 +9,8 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.reference_metrics import rsna_reference
+from tests.strategies import rsna_image
 
 from cxrbox.errors import BoxFormatError, InputValueError
 from cxrbox.metrics import (
@@ -216,70 +218,8 @@ def test_rsna_rejects_thresholds_outside_unit_interval():
         rsna_map([box], [[0.9]], [box], thresholds=[0.5, 1.5])
 
 
-def _iou_exact(a: list[float], b: list[float]) -> float:
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(
-        0.0, min(a[3], b[3]) - max(a[1], b[1])
-    )
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _rsna_reference(preds, scores, truths, thresholds) -> float | None:
-    """Plain loops: predictions by descending confidence, each takes the unmatched truth with
-    the highest IoU > t (first in index order on ties)."""
-    if not preds and not truths:
-        return None
-    order = sorted(range(len(preds)), key=lambda i: (-scores[i], i))
-    total = 0.0
-    for t in thresholds:
-        matched = [False] * len(truths)
-        tp = 0
-        for i in order:
-            best, best_iou = None, -1.0
-            for j, truth in enumerate(truths):
-                iou = _iou_exact(preds[i], truth)
-                if not matched[j] and iou > t and iou > best_iou:
-                    best, best_iou = j, iou
-            if best is not None:
-                matched[best] = True
-                tp += 1
-        fp, fn = len(preds) - tp, len(truths) - tp
-        total += tp / (tp + fp + fn)
-    return total / len(thresholds)
-
-
-def _floats(boxes: list[list[int]]) -> list[list[float]]:
-    return [[float(v) for v in box] for box in boxes]
-
-
-@st.composite
-def _image(draw):
-    """(preds, scores, truths) for one image on an integer grid: predictions are mostly truths
-    shifted by -1..1 per corner (IoUs spread around the thresholds; several predictions on one
-    truth), some are free boxes; scores tie often. Identical and zero-area boxes occur."""
-    coord = st.integers(0, 8)
-    shift = st.sampled_from([-1, 0, 0, 1])
-
-    def free_box() -> list[float]:
-        x1, y1 = draw(coord), draw(coord)
-        return [x1, y1, x1 + draw(st.integers(0, 4)), y1 + draw(st.integers(0, 4))]
-
-    truths = [free_box() for _ in range(draw(st.integers(0, 4)))]
-    preds = []
-    for _ in range(draw(st.integers(0, 6))):
-        if truths and draw(st.booleans()):
-            base = draw(st.sampled_from(truths))
-            x1, x2 = sorted((base[0] + draw(shift), base[2] + draw(shift)))
-            y1, y2 = sorted((base[1] + draw(shift), base[3] + draw(shift)))
-            preds.append([x1, y1, x2, y2])
-        else:
-            preds.append(free_box())
-    scores = [draw(st.sampled_from([0.2, 0.5, 0.5, 0.9])) for _ in preds]
-    return _floats(preds), scores, _floats(truths)
-
-
 @given(
-    image=_image(),
+    image=rsna_image(),
     thresholds=st.lists(st.sampled_from([0.0, 0.25, 0.4, 0.5, 0.75]), min_size=1, max_size=3),
 )
 def test_rsna_image_score_matches_brute_force_reference(image, thresholds):
@@ -287,7 +227,7 @@ def test_rsna_image_score_matches_brute_force_reference(image, thresholds):
     got = rsna_image_score(
         np.array(preds).reshape(-1, 4), scores, np.array(truths).reshape(-1, 4), thresholds
     )
-    expected = _rsna_reference(preds, scores, truths, thresholds)
+    expected = rsna_reference(preds, scores, truths, thresholds)
     if expected is None:
         assert got is None
     else:
