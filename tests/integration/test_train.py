@@ -43,6 +43,22 @@ def test_same_seed_gives_the_same_run(tiny_config, tmp_path):
     assert _step_losses(first.run_dir) == _step_losses(second.run_dir)
 
 
+def test_ema_changes_what_is_validated_never_what_is_trained(tiny_config, tmp_path):
+    """The EMA reads the weights and never writes them: a --no-ema run has the same steps and
+    the same raw weights, so its ablation is the raw weights of the same run."""
+    on = train(tiny_config.replace(out=str(tmp_path / "on"), epochs=2), progress=False)
+    off = train(tiny_config.replace(out=str(tmp_path / "off"), epochs=2, ema=False),
+                progress=False)  # fmt: skip
+    assert _step_losses(on.run_dir) == _step_losses(off.run_dir)
+    on_state, off_state = (load_checkpoint(r.run_dir / "last.pt") for r in (on, off))
+    assert "ema" not in off_state
+    for name, tensor in on_state["model"].items():
+        assert torch.equal(tensor, off_state["model"][name]), name
+    averaged = on_state["ema"]["weights"]
+    assert any(not torch.equal(averaged[k], v) for k, v in on_state["model"].items())
+    assert on.epochs[-1]["val_mean_iou"] != off.epochs[-1]["val_mean_iou"]
+
+
 def test_resumed_run_continues_exactly(tiny_config, tmp_path, monkeypatch):
     full = train(tiny_config.replace(out=str(tmp_path / "full"), epochs=3), progress=False)
     part = tiny_config.replace(out=str(tmp_path / "part"), epochs=3)
