@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.integration.conftest import crash_in_evaluation
 
-from cxrbox import train as train_module
 from cxrbox.checkpoint import load_checkpoint
 from cxrbox.runlog import read_records
 from cxrbox.tensorboard_sink import ALARMS_TAG, VAL_IMAGE_TAG
@@ -94,16 +94,7 @@ def test_a_resumed_run_shows_each_step_once(tiny_config, monkeypatch):
     """A crash while evaluating epoch 2 leaves steps 3-5 in the events; the resumed run trains
     them again and the purge hides the first copies."""
     config = tiny_config.replace(tensorboard=True)
-    real_evaluate = train_module.evaluate_image_predictions
-    calls = {"n": 0}
-
-    def crash_on_second_eval(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "evaluate_image_predictions", crash_on_second_eval)
+    crash_in_evaluation(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=False)
     monkeypatch.undo()
