@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.integration.conftest import crash_in_evaluation
+from tests.integration.conftest import crash_in_evaluation, tiny_config_for
 
 from cxrbox.checkpoint import load_checkpoint
 from cxrbox.runlog import read_records
@@ -24,8 +24,8 @@ STEPS_PER_EPOCH = 3  # 24 training images / batch 8
 
 def read_events(run_dir: Path) -> event_accumulator.EventAccumulator:
     """Every event of every file in `run_dir`, none sampled away, purges applied."""
-    keep_all = {event_accumulator.SCALARS: 0, event_accumulator.IMAGES: 0}
-    keep_all[event_accumulator.TENSORS] = 0
+    kinds = (event_accumulator.SCALARS, event_accumulator.IMAGES, event_accumulator.TENSORS)
+    keep_all = dict.fromkeys(kinds, 0)  # TENSORS: the text of alarms
     events = event_accumulator.EventAccumulator(str(run_dir), size_guidance=keep_all)
     return events.Reload()
 
@@ -44,8 +44,6 @@ def numeric_fields(record: dict) -> list[str]:
 def run_dir(tiny_rsna, tmp_path_factory) -> Path:
     """2 epochs with --tensorboard; the collapse alarm fires at the first step after warmup
     (any spread is under collapse_std 1.0, patience 1)."""
-    from tests.integration.conftest import tiny_config_for
-
     config = tiny_config_for(tiny_rsna, tmp_path_factory.mktemp("tensorboard") / "run")
     config = config.replace(tensorboard=True, collapse_std=1.0, collapse_patience=1)
     return train(config, progress=False).run_dir
