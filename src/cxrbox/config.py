@@ -97,6 +97,9 @@ class TrainConfig:
     collapse_patience: int = 20
     fail_on_collapse: bool = False
     plots: bool = True
+    # Also log curves, alarms and validation images for TensorBoard into the run directory
+    # (cxrbox.tensorboard_sink); needs `pip install 'cxrbox[tensorboard]'`.
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("head", self.head, HEADS)

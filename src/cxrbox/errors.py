@@ -28,6 +28,11 @@ class ConfigError(CxrboxError, ValueError):
     """A configuration file or option is invalid."""
 
 
+class MissingExtraError(ConfigError):
+    """An option needs an optional dependency that is not installed; the message names the
+    `pip install 'cxrbox[EXTRA]'` that provides it."""
+
+
 class DataError(CxrboxError):
     """A data set, cache or split is inconsistent (missing images, stale cache, empty split)."""
 

@@ -7,7 +7,8 @@ writes into `run_dir/plots/`:
 - `prediction_spread.png`: batch std of the top box's centre and size (collapse when ~0);
 - `gradients.png`: gradient norm before clipping (with the clip level) and update/weight ratio;
 - `val_predictions.png`: validation images with truth (green) and top predictions (red) at
-  several epochs: predictions vs ground truth over time;
+  several epochs: predictions vs ground truth over time (one epoch's column: `draw_val_epoch`,
+  which also draws the TensorBoard sink's per-epoch image, `val_epoch_figure`);
 - `threshold.png`: validation RSNA mAP, precision and recall against the score threshold at the
   epoch `best.pt` holds, with the threshold it stores.
 """
@@ -15,6 +16,7 @@ writes into `run_dir/plots/`:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +118,51 @@ def plot_gradients(steps: list[dict], grad_clip: float, out: Path) -> Path:
     return _save(fig, out)
 
 
+def draw_val_epoch(
+    axes: Sequence[Any], images: np.ndarray, record: dict[str, Any], score_threshold: float
+) -> None:
+    """Draw one epoch's validation samples: `images[i]` ([S, S] uint8) on `axes[i]`, with the
+    record's truth boxes (green) and top-k predictions (red, with their score).
+
+    Boxes in the record are normalized xyxy, drawn in pixels. The records hold the top-k
+    predictions whatever their score (mean IoU scores them that way); those under the
+    record's score threshold (tuned at that epoch; `score_threshold` for older records), which
+    `predict` would not output, are drawn dotted.
+    """
+    from matplotlib.patches import Rectangle
+
+    score_threshold = record.get("score_threshold", score_threshold)
+    size = images.shape[-1]
+    for row, ax in enumerate(axes):
+        ax.imshow(images[row], cmap="gray", vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for box in record["truth"][row]:
+            x1, y1, x2, y2 = (v * size for v in box)
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", lw=1.5))
+        for box, score in zip(record["boxes"][row], record["scores"][row], strict=True):
+            x1, y1, x2, y2 = (v * size for v in box)
+            kept = score >= score_threshold
+            style: dict[str, Any] = (
+                {"lw": 1.2, "ls": "-"} if kept else {"lw": 0.8, "ls": ":", "alpha": 0.6}
+            )
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", **style))
+            if kept:
+                ax.text(x1, y1, f"{score:.2f}", color="red", fontsize=6, va="bottom")
+
+
+def _val_caption(score_threshold: float) -> str:
+    return (
+        "truth (green), predictions with their score (red);\n"
+        f"dotted: top-k predictions scoring under the threshold {score_threshold}"
+    )
+
+
 def plot_val_predictions(
     run_dir: Path, samples: list[dict], score_threshold: float, out: Path, columns: int = 4
 ) -> Path:
-    """Rows: validation images; columns: epochs spread over the run; truth green, preds red.
-
-    The records hold the top-k predictions whatever their score (mean IoU scores them that
-    way); those under `score_threshold`, which `predict` would not output, are drawn dotted.
-    """
+    """Rows: validation images; columns: epochs spread over the run (`draw_val_epoch` each)."""
     plt = _pyplot()
-    from matplotlib.patches import Rectangle
-
     data = np.load(run_dir / VAL_SAMPLES_NAME)
     images = data["images"]  # [n, S, S] uint8
     chosen = [
@@ -134,36 +170,30 @@ def plot_val_predictions(
     ]
     n_rows, n_cols = images.shape[0], len(chosen)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.6 * n_rows), squeeze=False)
-    size = images.shape[-1]
     for col, record in enumerate(chosen):
-        for row in range(n_rows):
-            ax = axes[row][col]
-            ax.imshow(images[row], cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for box in record["truth"][row]:
-                x1, y1, x2, y2 = (v * size for v in box)
-                ax.add_patch(
-                    Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", lw=1.5)
-                )
-            for box, score in zip(record["boxes"][row], record["scores"][row], strict=True):
-                x1, y1, x2, y2 = (v * size for v in box)
-                kept = score >= score_threshold
-                style: dict[str, Any] = (
-                    {"lw": 1.2, "ls": "-"} if kept else {"lw": 0.8, "ls": ":", "alpha": 0.6}
-                )
-                ax.add_patch(
-                    Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", **style)
-                )
-                if kept:
-                    ax.text(x1, y1, f"{score:.2f}", color="red", fontsize=6, va="bottom")
-            if row == 0:
-                ax.set_title(f"epoch {record['epoch']}", fontsize=9)
-    fig.suptitle(
-        "Validation images over epochs: truth (green), predictions with their score (red);\n"
-        f"dotted: top-k predictions scoring under the threshold {score_threshold}"
-    )
+        draw_val_epoch(axes[:, col], images, record, score_threshold)
+        axes[0][col].set_title(f"epoch {record['epoch']}", fontsize=9)
+    fig.suptitle(f"Validation images over epochs: {_val_caption(score_threshold)}")
     return _save(fig, out)
+
+
+def val_epoch_figure(
+    images: np.ndarray, record: dict[str, Any], score_threshold: float, columns: int = 3
+):
+    """One epoch's validation samples (`draw_val_epoch`) in a figure of `columns` images a row;
+    `images`: [n, S, S] uint8. What the TensorBoard sink logs at each epoch."""
+    plt = _pyplot()
+    n = images.shape[0]
+    n_cols = max(1, min(columns, n))
+    n_rows = max(1, -(-n // n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.6 * n_rows), squeeze=False)
+    flat = axes.ravel()  # [n_rows * n_cols]
+    draw_val_epoch(flat[:n], images, record, score_threshold)
+    for ax in flat[n:]:
+        ax.axis("off")
+    fig.suptitle(f"Validation, epoch {record['epoch']}: {_val_caption(score_threshold)}")
+    fig.tight_layout()
+    return fig
 
 
 def best_epoch(epochs: list[dict]) -> dict | None:

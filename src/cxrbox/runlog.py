@@ -4,6 +4,10 @@ Each record has a `kind`: "run" (steps per epoch, warmup), "step", "epoch", "eve
 "val_samples" (predictions on a few fixed validation images, for the plots). The CSV holds step
 and epoch records with a fixed header (the union of known columns; cells a record lacks stay
 empty), so it opens in a spreadsheet; the other kinds live in the JSONL only.
+
+`RunLog.write` is the one call the trainer makes per record; it also hands the record to each
+extra `Sink` it was opened with (`cxrbox.tensorboard_sink` for `--tensorboard`), so every
+destination sees the same records in the same order.
 """
 
 from __future__ import annotations
@@ -13,18 +17,38 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 JSONL_NAME = "metrics.jsonl"
 CSV_NAME = "metrics.csv"
 CSV_KINDS = ("step", "epoch")
 
 
-class RunLog:
-    """Append-only metrics writer for one run directory; `columns` fixes the CSV header."""
+class Sink(Protocol):
+    """A further destination of every record: `write` gets the record as the JSONL has it
+    (without "kind"), after the JSONL line is written."""
 
-    def __init__(self, run_dir: str | Path, columns: Sequence[str], append: bool = False) -> None:
+    def write(self, kind: str, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RunLog:
+    """Append-only metrics writer for one run directory; `columns` fixes the CSV header.
+
+    Each record goes to `metrics.jsonl` (and `metrics.csv`), then to every sink in `sinks`;
+    `close` closes the sinks too.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        columns: Sequence[str],
+        append: bool = False,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
         self.run_dir = Path(run_dir)
+        self.sinks = list(sinks)
         self.columns = ["kind", *[c for c in columns if c != "kind"]]
         mode = "a" if append else "w"
         csv_path = self.run_dir / CSV_NAME
@@ -42,10 +66,14 @@ class RunLog:
         if kind in CSV_KINDS:
             self._csv.writerow({k: _csv_cell(v) for k, v in row.items()})
             self._csv_file.flush()
+        for sink in self.sinks:
+            sink.write(kind, record)
 
     def close(self) -> None:
         self._jsonl.close()
         self._csv_file.close()
+        for sink in self.sinks:
+            sink.close()
 
     def __enter__(self) -> RunLog:
         return self

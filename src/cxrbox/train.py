@@ -53,6 +53,7 @@ from cxrbox.resume import epoch_batches, remove_stale_temporaries, step_checkpoi
 from cxrbox.runlog import DiscardLog, RunLog, truncate_after_step
 from cxrbox.schedule import build_scheduler
 from cxrbox.steprecords import PENDING_KEY, PendingSteps, check_finite
+from cxrbox.tensorboard_sink import open_tensorboard_sink, summary_writer_class
 from cxrbox.threshold import ThresholdSweep, sweep_score_thresholds
 
 log = logging.getLogger("cxrbox.train")
@@ -371,6 +372,8 @@ def train(
         config = config_from_dict(checkpoint["config"], source=str(run_dir / "last.pt"))
     else:
         run_dir = Path(config.out)
+    if config.tensorboard:
+        summary_writer_class()  # a missing package fails here, before any data is built
     world, device = distributed.init_from_env(config.device)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -408,7 +411,14 @@ def train(
 
     epochs: list[dict[str, Any]] = []
     columns = (*STEP_COLUMNS, *EPOCH_COLUMNS)
-    opened = RunLog(run_dir, columns, append=checkpoint is not None) if world.is_main else None
+    opened = None
+    if world.is_main:  # rank 0 writes; TensorBoard events start at this run's first step
+        sinks = (
+            [open_tensorboard_sink(run_dir, state.global_step, config.score_threshold)]
+            if config.tensorboard
+            else []
+        )
+        opened = RunLog(run_dir, columns, append=checkpoint is not None, sinks=sinks)
     with opened or DiscardLog() as runlog:
         if checkpoint is None and world.is_main:
             runlog.write("run", run_record(state, loaders))
@@ -514,6 +524,7 @@ def val_sample_record(state: TrainState, predictions: list) -> dict[str, Any]:
         "boxes": [p.detections.boxes.tolist() for p in chosen],
         "scores": [p.detections.scores.tolist() for p in chosen],
         "truth": [p.truth.tolist() for p in chosen],
+        "score_threshold": state.score_threshold["value"],
     }
 
 

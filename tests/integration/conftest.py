@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cxrbox import train as train_module
 from cxrbox.config import TrainConfig
 from cxrbox.synthetic import write_rsna_like
 
@@ -36,3 +37,18 @@ def tiny_config_for(tiny_rsna: Path, out: Path) -> TrainConfig:
         val_fraction=0.25,
         plots=False,
     )
+
+
+def crash_in_evaluation(monkeypatch: pytest.MonkeyPatch, nth: int) -> None:
+    """Make the `nth` evaluation of training raise KeyboardInterrupt: epoch `nth`'s steps are
+    logged, its checkpoint is not written (`monkeypatch.undo()` ends it)."""
+    real_sweep = train_module.score_threshold_sweep  # called once per validation
+    calls = {"n": 0}
+
+    def crash_on_nth(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == nth:
+            raise KeyboardInterrupt
+        return real_sweep(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "score_threshold_sweep", crash_on_nth)

@@ -81,7 +81,7 @@ def two_rank_run(ddp_data, tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("two")
     config_file = _write_config(_config(ddp_data, home / "run", batch_size=8), home / "c.json")
     done = subprocess.run(
-        _cli(config_file, "--nproc", "2"),
+        _cli(config_file, "--nproc", "2", "--tensorboard"),
         env=_env(home),
         capture_output=True,
         text=True,
@@ -142,6 +142,7 @@ def test_only_rank_0_writes_and_the_run_has_one_record_per_step(two_rank_run):
     steps = [r["step"] for r in read_records(two_rank_run, "step")]
     assert steps == list(range(10))
     assert sorted(p.name for p in two_rank_run.glob("*.pt")) == ["best.pt", "last.pt"]
+    assert len(list(two_rank_run.glob("events.out.tfevents.*"))) == 1  # --tensorboard
 
 
 def test_every_epoch_trains_on_a_new_order(ddp_data, tmp_path, monkeypatch):

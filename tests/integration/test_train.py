@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tests.integration.conftest import crash_in_evaluation
 
 from cxrbox import objective
 from cxrbox import train as train_module
@@ -64,16 +65,7 @@ def test_resumed_run_continues_exactly(tiny_config, tmp_path, monkeypatch):
     part = tiny_config.replace(out=str(tmp_path / "part"), epochs=3)
 
     # Crash during epoch 2's evaluation: epoch 1's checkpoint exists, epoch 2's steps are logged.
-    real_sweep = train_module.score_threshold_sweep
-    calls = {"n": 0}
-
-    def crash_on_second_eval(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_sweep(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "score_threshold_sweep", crash_on_second_eval)
+    crash_in_evaluation(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train(part, progress=False)
     monkeypatch.undo()

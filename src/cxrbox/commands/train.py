@@ -71,6 +71,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep --score-threshold instead of the one with the best validation RSNA mAP",
     )
     parser.add_argument("--no-plots", dest="plots", action="store_false", default=None)
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help="also log curves, alarms and validation images for TensorBoard into the run "
+        "directory (`tensorboard --logdir runs/`); needs pip install 'cxrbox[tensorboard]'",
+    )
     parser.add_argument("--config", help="TOML or JSON file of TrainConfig fields")
     parser.add_argument(
         "--resume",
@@ -86,7 +93,7 @@ OVERRIDES = (
     "images", "labels", "val_images", "val_labels", "out", "epochs", "image_size", "batch_size",
     "lr", "head", "norm", "iou_loss", "seed", "device", "num_workers", "synthetic_n", "bf16",
     "deterministic", "fail_on_collapse", "plots", "compile", "ema", "score_threshold",
-    "tune_score_threshold",
+    "tune_score_threshold", "tensorboard",
 )  # fmt: skip
 
 
