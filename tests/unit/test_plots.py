@@ -18,7 +18,10 @@ from cxrbox.runlog import read_records
 from cxrbox.synthetic import write_rsna_like
 from cxrbox.train import train
 
-EXPECTED = ("lr.png", "losses.png", "prediction_spread.png", "gradients.png", "val_predictions.png")
+EXPECTED = (
+    "lr.png", "losses.png", "prediction_spread.png", "gradients.png", "val_predictions.png",
+    "threshold.png",
+)  # fmt: skip
 MIN_GRAY_VARIANCE = 100.0  # on 0-255: a blank or single-colour image has ~0
 
 
@@ -134,3 +137,16 @@ def test_plot_command_on_a_folder_without_metrics_exits_2_naming_the_file(tmp_pa
 def test_plot_command_on_a_missing_folder_exits_2(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_threshold_plot_draws_the_best_epochs_sweep_and_its_chosen_threshold(run_dir, drawn):
+    epochs = list(read_records(run_dir, "epoch"))
+    best = max(epochs, key=lambda r: r["val_mean_iou"])
+    sweep = next(r for r in read_records(run_dir, "threshold_sweep") if r["epoch"] == best["epoch"])
+    ax = drawn["threshold.png"].axes[0]
+    curves = {line.get_label(): line for line in ax.get_lines() if len(line.get_xdata()) > 2}
+    for key, label in (("rsna_map", "RSNA mAP"), ("precision", "precision"), ("recall", "recall")):
+        np.testing.assert_allclose(curves[label].get_xdata(), sweep["thresholds"])
+        np.testing.assert_allclose(curves[label].get_ydata(), sweep[key], equal_nan=True)
+    chosen = [line for line in ax.get_lines() if line.get_label().startswith("chosen")]
+    assert chosen[0].get_xdata()[0] == best["val_score_threshold"] == sweep["best_threshold"]
