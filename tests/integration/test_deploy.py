@@ -55,13 +55,12 @@ def run(tiny_rsna, tmp_path_factory):
 def stride16(tiny_rsna, tmp_path_factory):
     """An untrained stride-16 model (random weights and BN statistics, so its raw output
     varies) saved as a checkpoint and exported like `run` (FP32 + int8 + report, no probe)."""
+    from tests.integration.conftest import tiny_config_for
+
     root = tmp_path_factory.mktemp("deploy16")
-    config = TrainConfig(
-        images=str(tiny_rsna / "stage_2_train_images"),
-        labels=str(tiny_rsna / "stage_2_train_labels.csv"),
-        out=str(root / "run"), image_size=64, batch_size=8, width=0.25, val_fraction=0.25,
-        stride=16, channels_last=False,
-    )  # fmt: skip
+    config = tiny_config_for(tiny_rsna, root / "run").replace(
+        width=0.25, stride=16, channels_last=False
+    )
     torch.manual_seed(0)
     model = build_model(config.head, config.norm, config.width, stride=config.stride)
     for module in model.modules():
