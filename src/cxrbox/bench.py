@@ -94,7 +94,7 @@ def training_flops_per_image(config: TrainConfig) -> float:
 
     from cxrbox.model import build_model
 
-    model = build_model(config.head, config.norm, config.width)
+    model = build_model(config.head, config.norm, config.width, stride=config.stride)
     images = torch.zeros(2, 1, config.image_size, config.image_size)
     with FlopCounterMode(display=False) as counter:
         model(images).float().square().mean().backward()

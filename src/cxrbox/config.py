@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cxrbox.errors import ConfigError
-from cxrbox.model import HEADS, NORMS
+from cxrbox.model import HEADS, NORMS, STRIDE, check_head_stride
 from cxrbox.objective import IOU_LOSSES
-from cxrbox.options import INTENSITY_RULES
+from cxrbox.options import DEFAULT_STRIDE, INTENSITY_RULES
 
 DEFAULT_SYNTHETIC_DIR = Path.home() / ".cache" / "cxrbox" / "synthetic"
 
@@ -45,6 +45,9 @@ class TrainConfig:
     head: str = "grid"
     norm: str = "batch"
     width: float = 1.0
+    # Grid stride in px, 16 or 32 (cxrbox.model): 256 px -> a 16x16 or 8x8 grid. Configs saved
+    # before this field existed load as 32 whatever this default is (`config_from_saved`).
+    stride: int = DEFAULT_STRIDE
     image_size: int = 256
     prior_size: float = 0.25
 
@@ -104,6 +107,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("head", self.head, HEADS)
         _check_choice("norm", self.norm, NORMS)
+        check_head_stride(self.head, self.stride)
         _check_choice("iou_loss", self.iou_loss, tuple(IOU_LOSSES))
         _check_choice("device", self.device.split(":")[0], ("cpu", "cuda"))
         _check_choice("intensity", self.intensity, INTENSITY_RULES)
@@ -159,6 +163,22 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainCon
         return TrainConfig(**values)
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+# What a run saved before a field existed did: its model has stride 32, it kept no EMA and its
+# score threshold was the fixed one. Today's defaults may differ.
+SAVED_BEFORE_FIELD_EXISTED: dict[str, Any] = {
+    "stride": STRIDE,
+    "ema": False,
+    "tune_score_threshold": False,
+}
+
+
+def config_from_saved(values: dict[str, Any], source: str) -> TrainConfig:
+    """The TrainConfig a run saved (checkpoint, exported model): `config_from_dict`, except that
+    a field missing from a run saved before it existed gets what that run did
+    (`SAVED_BEFORE_FIELD_EXISTED`), not today's default."""
+    return config_from_dict({**SAVED_BEFORE_FIELD_EXISTED, **values}, source)
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:

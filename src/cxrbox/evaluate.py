@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 import cxrbox.decode as decoding
 from cxrbox.augment import build_transforms
 from cxrbox.checkpoint import load_checkpoint
-from cxrbox.config import TrainConfig, config_from_dict
+from cxrbox.config import TrainConfig, config_from_saved
 from cxrbox.data import RSNADataset, collate_samples
 from cxrbox.decode import Detections, GridCoding
 from cxrbox.metrics import EvalResult, evaluate_predictions, rsna_map
@@ -118,8 +118,8 @@ def load_trained_model(
     the config's score_threshold is the checkpoint's (tuned on validation when it was).
     """
     state = load_checkpoint(checkpoint_path, map_location=device)
-    config = config_from_dict(state["config"], source=str(checkpoint_path))
-    model = build_model(config.head, config.norm, config.width).to(device)
+    config = config_from_saved(state["config"], source=str(checkpoint_path))
+    model = build_model(config.head, config.norm, config.width, stride=config.stride).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.load_state_dict(state["ema"]["weights"] if "ema" in state else state["model"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from cxrbox.config import TrainConfig, config_from_dict
+from cxrbox.config import TrainConfig, config_from_saved
 from cxrbox.decode import GridCoding
 
 RawModel = Callable[[Tensor], Tensor]
@@ -37,7 +37,7 @@ def load_inference_model(
 
     model = OnnxModel(path)
     meta = model.metadata
-    config = config_from_dict(meta.config_dict(), source=str(path)).replace(
+    config = config_from_saved(meta.config_dict(), source=str(path)).replace(
         channels_last=False,
         device="cpu",
         image_size=meta.image_size,

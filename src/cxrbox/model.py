@@ -10,6 +10,12 @@ per grid cell), so one decode (`cxrbox.decode.decode_grid`) serves all of them:
 - `pooled`: THE ORIGINAL FAILING DESIGN, kept only to reproduce and test the stall.
   `AdaptiveAvgPool2d(1)` + MLP regresses one box (a 1x1 grid): global pooling erases position,
   so the network can only learn an average box. Never use it to train a real model.
+
+`stride` (16 or 32) is the grid's stride: the grid and coordconv heads read the stride-32 map
+(8x8 cells at 256 px) or, at stride 16, a tiny-YOLOv3 top-down merge (`TopDownMerge`: the
+stride-32 map reduced by a 1x1 conv to half its channels, upsampled 2x, concatenated with the
+stride-16 map), a 16x16 grid at 256 px. The backbone is the same, so inputs stay divisible by
+32, and so is the raw layout: the one decode serves both grids.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from cxrbox.errors import ConfigError
-from cxrbox.options import HEADS, NORMS
+from cxrbox.options import HEADS, NORMS, STRIDES
 
+# The backbone's (coarsest) stride: input sides must be divisible by it, whatever the grid's.
 STRIDE = 32
 OUTPUT_CHANNELS = 5  # objectness, tx, ty, tw, th
 # Objectness bias at init: sigmoid(-4.6) = 0.01, the usual detector prior, so the empty cells
@@ -86,7 +93,8 @@ class Backbone(nn.Module):
     """Stride-32 feature extractor: [B, C_in, S, S] -> [B, C_out, S/32, S/32] (16x16 at 512 px).
 
     A stride-2 stem (cheaper than conv + maxpool at full resolution, where the step is
-    memory-bound) followed by four stages of (stride-2 conv, 3x3 conv).
+    memory-bound) followed by four stages of (stride-2 conv, 3x3 conv). `forward_levels` also
+    returns the last stage's input, the stride-16 map [B, C_16, S/16, S/16].
     """
 
     def __init__(self, in_channels: int, norm: str, width: float) -> None:
@@ -96,11 +104,31 @@ class Backbone(nn.Module):
         for c_in, c_out in itertools.pairwise(chans):
             layers.append(ConvBlock(c_in, c_out, norm, stride=2))
             layers.append(ConvBlock(c_out, c_out, norm))
-        self.layers = nn.Sequential(*layers)
+        self.layers = nn.Sequential(*layers)  # keys layers.<i>: checkpoints depend on them
         self.out_channels = chans[-1]
+        self.stride16_channels = chans[-2]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+    def forward_levels(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(stride-16 map [B, C_16, S/16, S/16], stride-32 map [B, C_out, S/32, S/32])."""
+        stride16 = self.layers[:-2](x)  # the last stage is (stride-2 conv, 3x3 conv)
+        return stride16, self.layers[-2:](stride16)
+
+
+class TopDownMerge(nn.Module):
+    """Tiny YOLOv3's top-down path: (stride-16 [B, C_16, H, W], stride-32 [B, C_32, H/2, W/2])
+    -> [B, C_32/2 + C_16, H, W]: 1x1 ConvBlock to C_32/2, nearest 2x upsample, concat."""
+
+    def __init__(self, c16: int, c32: int, norm: str) -> None:
+        super().__init__()
+        self.reduce = ConvBlock(c32, c32 // 2, norm, kernel=1)
+        self.out_channels = c32 // 2 + c16
+
+    def forward(self, stride16: Tensor, stride32: Tensor) -> Tensor:
+        up = nn.functional.interpolate(self.reduce(stride32), scale_factor=2, mode="nearest")
+        return torch.cat((up, stride16), dim=1)
 
 
 def coordinate_channels(features: Tensor) -> Tensor:
@@ -155,28 +183,45 @@ def init_prediction_layer(layer: nn.Conv2d | nn.Linear) -> None:
 
 
 class BoxRegressor(nn.Module):
-    """Backbone + head. `forward(images[B, C, S, S]) -> raw[B, 5, Hg, Wg]`.
+    """Backbone (+ top-down merge at stride 16) + head. `forward(images[B, C, S, S]) ->
+    raw[B, 5, Hg, Wg]`.
 
-    S must be divisible by 32; Hg = Wg = S / 32 for the grid heads, 1 for the pooled head.
+    S must be divisible by 32; Hg = Wg = S / stride for the grid heads, 1 for the pooled head.
+    A stride-32 model has no `merge` module, so its state_dict keys are those of checkpoints
+    written before `stride` existed.
     """
 
-    def __init__(self, head: str, norm: str, width: float, in_channels: int) -> None:
+    def __init__(
+        self, head: str, norm: str, width: float, in_channels: int, stride: int = STRIDE
+    ) -> None:
         super().__init__()
         self.head_name = head
+        self.stride = stride
         self.backbone = Backbone(in_channels, norm, width)
         c = self.backbone.out_channels
+        self.merge: TopDownMerge | None = None
+        if stride == 16:
+            self.merge = TopDownMerge(self.backbone.stride16_channels, c, norm)
+            c = self.merge.out_channels
         self.head: nn.Module = (
             PooledHead(c) if head == "pooled" else GridHead(c, norm, head == "coordconv")
         )
 
     def grid_size(self, image_size: int) -> int:
         """Side of the output grid for a square input of `image_size` px."""
-        return 1 if self.head_name == "pooled" else image_size // STRIDE
+        return 1 if self.head_name == "pooled" else image_size // self.stride
 
     def forward_with_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """(raw [B, 5, Hg, Wg], backbone features [B, C, S/32, S/32])."""
+        """(raw [B, 5, Hg, Wg], the features the head reads [B, C, Hg', Wg']).
+
+        The features (for the monitors' feature spread) are the backbone's stride-32 map
+        [B, C_32, S/32, S/32], or at stride 16 the merged map [B, C_32/2 + C_16, S/16, S/16].
+        """
         _check_input(images)
-        features = self.backbone(images)
+        if self.merge is None:
+            features = self.backbone(images)
+        else:
+            features = self.merge(*self.backbone.forward_levels(images))
         return self.head(features), features
 
     def forward(self, images: Tensor) -> Tensor:
@@ -191,14 +236,31 @@ def _check_input(images: Tensor) -> None:
         )
 
 
+def check_head_stride(head: str, stride: int) -> None:
+    """ConfigError unless `stride` is in STRIDES and `head` has a grid of that stride."""
+    if stride not in STRIDES:
+        raise ConfigError(f"stride must be one of {STRIDES}, got {stride!r}")
+    if head == "pooled" and stride != STRIDE:
+        raise ConfigError(
+            f"stride {stride} needs a grid head: the pooled head has a 1x1 grid; "
+            f"use head 'grid' or 'coordconv', or stride {STRIDE}"
+        )
+
+
 def build_model(
-    head: str = "grid", norm: str = "batch", width: float = 1.0, in_channels: int = 1
+    head: str = "grid",
+    norm: str = "batch",
+    width: float = 1.0,
+    in_channels: int = 1,
+    stride: int = STRIDE,
 ) -> BoxRegressor:
-    """Build the box regressor. See the module docstring for the heads; `norm` in NORMS."""
+    """Build the box regressor. See the module docstring for the heads and `stride`;
+    `norm` in NORMS."""
     if head not in HEADS:
         raise ConfigError(f"head must be one of {HEADS}, got {head!r}")
     if norm not in NORMS:
         raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
     if not width > 0:
         raise ConfigError(f"width must be > 0, got {width!r}")
-    return BoxRegressor(head, norm, width, in_channels)
+    check_head_stride(head, stride)
+    return BoxRegressor(head, norm, width, in_channels, stride)

@@ -3,8 +3,9 @@
 Each ground-truth box goes to the grid cell that holds its centre. When two boxes of one image
 have their centres in the same cell, the cell keeps the LARGER box (by area) and the other is
 counted in `LossParts.collisions` (logged every step): a grid cell predicts one box. At 256 px
-the grid is 8x8 (cells of 12.5% of the image), and RSNA boxes of one image are separate
-opacities, so collisions are rare; the count makes them visible rather than silent.
+the grid is 8x8 (cells of 12.5% of the image; 16x16 and 6.25% with `stride` 16), and RSNA
+boxes of one image are separate opacities, so collisions are rare; the count makes them
+visible rather than silent.
 
 Loss = w_obj * BCE(objectness, every cell)
      + ramp * w_iou * (1 - GIoU | DIoU | CIoU)      on the assigned cells

@@ -129,7 +129,7 @@ def own_detector(config: TrainConfig, steps: int, deploy: Deploy | None = None) 
         box_loss=runs.box_loss,
         box_loss_pred=grid_probe_raw(),
         in_channels=1,
-        stride=STRIDE,
+        stride=STRIDE,  # the backbone's coarsest stride: whole cells of a stride-16 grid too
         overfit_steps=steps,
         name=f"cxrbox {config.head} head",
     )

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from cxrbox import distributed
 from cxrbox.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
-from cxrbox.config import TrainConfig, config_from_dict, save_config
+from cxrbox.config import TrainConfig, config_from_saved, save_config
 from cxrbox.decode import GridCoding
 from cxrbox.distributed import SINGLE, World
 from cxrbox.ema import ModelEMA
@@ -135,7 +135,7 @@ def build_state(
     device: torch.device | None = None,
 ) -> TrainState:
     device = device or torch.device(config.device)
-    model = build_model(config.head, config.norm, config.width).to(device)
+    model = build_model(config.head, config.norm, config.width, stride=config.stride).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     forward = distributed.wrap_for_training(model, world, device, config.norm)  # None: alone
@@ -369,7 +369,7 @@ def train(
         run_dir = Path(resume)
         checkpoint = load_checkpoint(run_dir / "last.pt")
         remove_stale_temporaries(run_dir)
-        config = config_from_dict(checkpoint["config"], source=str(run_dir / "last.pt"))
+        config = config_from_saved(checkpoint["config"], source=str(run_dir / "last.pt"))
     else:
         run_dir = Path(config.out)
     if config.tensorboard:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import cxrbox.decode
-from cxrbox.checkpoint import load_checkpoint
+from cxrbox.checkpoint import load_checkpoint, save_checkpoint
 from cxrbox.cli import main
 from cxrbox.config import TrainConfig
 from cxrbox.deploy import export_checkpoint, int8_path
@@ -45,7 +45,35 @@ def run(tiny_rsna, tmp_path_factory):
     )
     splits = resolve_splits(config)
     val_csv = write_rsna_labels(root / "val.csv", splits.val_labels)
-    return {"result": result, "out": out, "export": export, "splits": splits, "val_csv": val_csv}
+    return {
+        "result": result, "checkpoint": result.run_dir / "best.pt", "out": out, "export": export,
+        "splits": splits, "val_csv": val_csv, "stride": config.stride,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stride16(tiny_rsna, tmp_path_factory):
+    """An untrained stride-16 model (random weights and BN statistics, so its raw output
+    varies) saved as a checkpoint and exported like `run` (FP32 + int8 + report, no probe)."""
+    from tests.integration.conftest import tiny_config_for
+
+    root = tmp_path_factory.mktemp("deploy16")
+    config = tiny_config_for(tiny_rsna, root / "run").replace(
+        width=0.25, stride=16, channels_last=False
+    )
+    torch.manual_seed(0)
+    model = build_model(config.head, config.norm, config.width, stride=config.stride)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.normal_(module.weight, std=0.2)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+    checkpoint = root / "best.pt"
+    save_checkpoint({"config": config.to_dict(), "model": model.state_dict()}, checkpoint)
+    out = root / "model.onnx"
+    export = export_checkpoint(checkpoint, out, int8=True, calibration_n=16, probe=False)
+    return {"checkpoint": checkpoint, "out": out, "export": export, "stride": 16}
 
 
 def _eval(model_path, splits):
@@ -75,28 +103,48 @@ def test_export_writes_both_models_the_report_and_the_png(run):
     assert not list(out.parent.glob(".*tmp*")), "temporary files left behind"
 
 
-def test_int8_model_is_quantized_and_self_describing(run):
-    graph = onnx.load(str(int8_path(run["out"]))).graph
+# Both exports: the trained default (stride 32) run and the stride-16 model.
+EXPORTS = pytest.mark.parametrize("exported", ["run", "stride16"])
+
+
+@EXPORTS
+def test_int8_model_is_quantized_and_self_describing(exported, request):
+    out = request.getfixturevalue(exported)["out"]
+    graph = onnx.load(str(int8_path(out))).graph
     assert any(n.op_type == "QuantizeLinear" for n in graph.node)
-    meta = OnnxModel(int8_path(run["out"])).metadata
+    meta = OnnxModel(int8_path(out)).metadata
     assert (meta.precision, meta.image_size, meta.intensity) == ("int8", 64, DEFAULT_INTENSITY)
-    # the score threshold tuned on validation travels with the model, and says so
+
+
+def test_the_tuned_score_threshold_travels_with_the_exported_model_and_says_so(run):
+    meta = OnnxModel(int8_path(run["out"])).metadata
     stored = load_checkpoint(run["result"].run_dir / "best.pt")["score_threshold"]
     assert stored["tuned"] and meta.score_threshold == stored["value"]
     assert "tuned on validation" in score_threshold_source(int8_path(run["out"]))
 
 
+@EXPORTS
 @pytest.mark.parametrize("kind", ["random", "synthetic"])
-def test_onnx_fp32_raw_output_matches_pytorch(run, kind):
-    model, _, _ = load_trained_model(run["result"].run_dir / "best.pt")
+def test_onnx_fp32_raw_output_matches_pytorch(exported, kind, request):
+    export = request.getfixturevalue(exported)
+    model, _, _ = load_trained_model(export["checkpoint"])
     if kind == "random":
         images = torch.rand(5, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     else:
         images = shifted_copies(4, 1, image_size=64, step=8).images
     with torch.no_grad():
         expected = model(images).float()
-    got = OnnxModel(run["out"])(images)
+    got = OnnxModel(export["out"])(images)
+    assert got.shape[-2:] == (64 // export["stride"], 64 // export["stride"])
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_int8_stride_16_model_stays_close_to_its_fp32_raw_output(stride16):
+    report = stride16["export"].report
+    assert report["raw_vs_pytorch_fp32"]["onnx_fp32"]["max_abs_diff"] < 1e-4
+    int8 = OnnxModel(int8_path(stride16["out"]))(torch.rand(2, 1, 64, 64))
+    assert int8.shape == (2, 5, 4, 4)
+    assert report["raw_vs_pytorch_fp32"]["onnx_int8"]["cosine"] > 0.99
 
 
 def test_eval_through_onnx_and_pt_gives_the_same_metrics(run):

@@ -107,3 +107,21 @@ def test_rng_state_round_trip():
     torch.rand(5)
     checkpoint.restore_rng_state(state)
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize(("saved", "expected"), [(None, 32), (16, 16), (32, 32)])
+def test_a_checkpoint_loads_the_stride_it_was_saved_with_and_32_without_one(
+    tmp_path, saved, expected
+):
+    from cxrbox.config import TrainConfig
+    from cxrbox.evaluate import load_trained_model
+    from cxrbox.model import build_model
+
+    config = TrainConfig(width=0.25, channels_last=False, stride=saved or 32).to_dict()
+    if saved is None:
+        del config["stride"]  # a checkpoint written before the field existed
+    weights = build_model(width=0.25, stride=expected).state_dict()
+    save_checkpoint({"config": config, "model": weights}, tmp_path / "run.pt")
+    model, loaded, _ = load_trained_model(tmp_path / "run.pt")
+    assert loaded.stride == expected and model.grid_size(256) == 256 // expected
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())

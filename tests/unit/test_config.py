@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cxrbox.config import TrainConfig, load_config, save_config
+from cxrbox.config import TrainConfig, config_from_saved, load_config, save_config
 from cxrbox.errors import ConfigError
 
 
@@ -48,6 +48,7 @@ def test_malformed_file_is_a_config_error(tmp_path):
         ("val_fraction", 1.0),
         ("min_lr_ratio", 2.0),
         ("device", "tpu"),
+        ("stride", 8),
     ],
 )
 def test_invalid_value_names_the_field(field, value):
@@ -58,3 +59,34 @@ def test_invalid_value_names_the_field(field, value):
 def test_images_without_labels_is_rejected():
     with pytest.raises(ConfigError, match="images and labels"):
         TrainConfig(images="x")
+
+
+def test_pooled_head_with_stride_16_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"stride 16 .*pooled head has a 1x1 grid"):
+        TrainConfig(head="pooled", stride=16)
+
+
+def test_cli_stride_reaches_the_config():
+    from cxrbox.cli import build_parser
+    from cxrbox.commands.train import OVERRIDES
+
+    args = build_parser().parse_args(["train", "--stride", "16", "--head", "coordconv"])
+    config = load_config(None, {name: getattr(args, name) for name in OVERRIDES})
+    assert (config.stride, config.head) == (16, "coordconv")
+
+
+def test_a_saved_config_without_stride_is_stride_32_whatever_the_default():
+    saved = TrainConfig(stride=16).to_dict()
+    del saved["stride"]  # as written before the field existed
+    assert config_from_saved(saved, "old.pt").stride == 32
+    assert config_from_saved({**saved, "stride": 16}, "new.pt").stride == 16
+
+
+def test_a_saved_config_from_before_ema_and_tuning_keeps_raw_weights_and_its_fixed_threshold():
+    saved = TrainConfig().to_dict()
+    for key in ("ema", "tune_score_threshold"):
+        del saved[key]  # as written before the fields existed
+    old = config_from_saved(saved, "old.pt")
+    assert (old.ema, old.tune_score_threshold) == (False, False)
+    assert TrainConfig().ema and TrainConfig().tune_score_threshold  # today's defaults
+    assert config_from_saved({**saved, "ema": True}, "new.pt").ema

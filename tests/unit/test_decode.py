@@ -21,6 +21,12 @@ from cxrbox.decode import (
     to_rsna_prediction_string,
 )
 from cxrbox.errors import BoxFormatError, ConfigError, InputValueError
+from cxrbox.options import STRIDES
+
+# The grid side of each stride at the default 256 px: 16 (stride 16) and 8 (stride 32).
+GRID_SIDES = pytest.mark.parametrize(
+    "grid", [256 // s for s in STRIDES], ids=[f"stride{s}" for s in STRIDES]
+)
 
 # --- decode_grid ---------------------------------------------------------------------------
 
@@ -71,10 +77,12 @@ def test_decode_grid_clamps_log_size():
     assert h.item() == pytest.approx(0.25 * math.exp(-3.0))
 
 
-def test_decode_grid_boxes_stay_inside_unit_square():
-    raw = torch.randn(3, 5, 4, 4) * 10
+@GRID_SIDES
+@given(seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([0.1, 1.0, 10.0, 100.0]))
+def test_decode_grid_boxes_stay_inside_unit_square(grid, seed, scale):
+    raw = torch.randn(3, 5, grid, grid, generator=torch.Generator().manual_seed(seed)) * scale
     boxes, scores = decode_grid(raw)
-    assert boxes.shape == (3, 16, 4) and scores.shape == (3, 16)
+    assert boxes.shape == (3, grid * grid, 4) and scores.shape == (3, grid * grid)
     assert bool((boxes >= 0).all()) and bool((boxes <= 1).all())
     assert bool((boxes[..., 2] >= boxes[..., 0]).all()) and bool(
         (boxes[..., 3] >= boxes[..., 1]).all()
@@ -101,6 +109,20 @@ def test_decode_grid_propagates_nan_instead_of_raising():
     raw[0, 1, 0, 0] = math.nan
     boxes, _ = decode_grid(raw)
     assert bool(torch.isnan(boxes[0, 0]).any())
+
+
+@GRID_SIDES
+@given(seed=st.integers(0, 2**32 - 1))
+def test_decoded_centres_lie_in_their_own_cell_row_major(grid, seed):
+    # Any offsets (sigmoid in (0, 1), kept off 0 and 1), tiny boxes (log size clamped), so
+    # clipping keeps every centre in its cell: cell_of finds the cell the box was decoded from.
+    raw = torch.zeros(1, 5, grid, grid, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    raw[0, 1:3] = 12 * torch.rand(2, grid, grid, generator=generator, dtype=torch.float64) - 6
+    raw[0, 3:] = -2 * LOG_CLAMP
+    boxes, _ = decode_grid(raw)
+    rows, cols = cell_of(boxes[0], grid, grid)
+    assert torch.equal(rows * grid + cols, torch.arange(grid * grid))
 
 
 @pytest.mark.parametrize("shape", [(5, 2, 2), (1, 4, 2, 2), (1, 6, 1, 1)])

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from hypothesis import assume, given
+from tests.strategies import box_tensors, normalized_boxes
 
 from cxrbox import losses
+from cxrbox.boxes import box_area
 from cxrbox.decode import GridCoding, decode_grid
 from cxrbox.errors import ConfigError
 from cxrbox.objective import LossWeights, assign_targets, compute_loss
+from cxrbox.options import STRIDES
+
+# The grid side of each stride at the default 256 px: 16 (stride 16) and 8 (stride 32).
+GRID_SIDES = pytest.mark.parametrize(
+    "grid", [256 // s for s in STRIDES], ids=[f"stride{s}" for s in STRIDES]
+)
+# Boxes the decode can reproduce: sides within prior * exp(+-LOG_CLAMP) of the 0.25 prior.
+DECODABLE_BOXES = box_tensors(normalized_boxes(min_size=0.01), min_n=1, max_n=6)
+
+
+def _off_cell_borders(boxes: torch.Tensor, grid: int, margin: float = 1e-3) -> bool:
+    """Every centre at least `margin` of a cell from a cell border (no float32 ties there)."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2 * grid  # [K, 2] in cells
+    frac = centres - centres.floor()
+    return bool(((frac > margin) & (frac < 1 - margin)).all())
 
 
 def test_box_goes_to_the_cell_holding_its_centre():
@@ -35,25 +55,59 @@ def test_images_without_boxes_have_no_positive_cells():
     assert targets.positive[1].sum() == 1
 
 
-def _raw_for_boxes(boxes: torch.Tensor, grid: int, coding: GridCoding) -> torch.Tensor:
-    """Raw head output whose decode puts exactly `boxes` (one per image, [B, 4]) in their cells."""
-    raw = torch.zeros(boxes.shape[0], 5, grid, grid, dtype=torch.float64)
+@GRID_SIDES
+@given(boxes=DECODABLE_BOXES)
+def test_each_cell_keeps_the_largest_box_centred_in_it(grid, boxes):
+    assume(_off_cell_borders(boxes, grid))
+    targets = assign_targets([boxes], grid, grid)
+    by_cell: dict[int, list[list[float]]] = {}  # brute force: cell -> the boxes centred in it
+    for x1, y1, x2, y2 in boxes.float().tolist():
+        row, col = math.floor((y1 + y2) / 2 * grid), math.floor((x1 + x2) / 2 * grid)
+        by_cell.setdefault(row * grid + col, []).append([x1, y1, x2, y2])
+    assert targets.positive[0].nonzero().flatten().tolist() == sorted(by_cell)
+    assert targets.collisions == len(boxes) - len(by_cell)
+    for cell, candidates in by_cell.items():
+        kept = targets.boxes[0, cell]
+        assert kept.tolist() in candidates
+        assert box_area(kept[None]).item() == max(box_area(torch.tensor(candidates)).tolist())
+
+
+@GRID_SIDES
+@given(boxes=DECODABLE_BOXES)
+def test_the_raw_that_decodes_to_the_targets_has_zero_box_losses(grid, boxes):
+    assume(_off_cell_borders(boxes, grid))
+    targets = assign_targets([boxes], grid, grid)
+    assigned = targets.boxes[0, targets.positive[0]].double()  # [P, 4], row-major cell order
+    coding = GridCoding()
+    raw = _raw_for_boxes([assigned], grid, coding)
+    decoded, _ = decode_grid(raw, coding)
+    torch.testing.assert_close(decoded[0, targets.positive[0]], assigned)
+    parts = compute_loss(raw, targets, coding=coding)
+    assert parts.corner.item() == pytest.approx(0.0, abs=1e-6)
+    assert parts.center_size.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def _raw_for_boxes(boxes: list[torch.Tensor], grid: int, coding: GridCoding) -> torch.Tensor:
+    """Raw head output whose decode puts exactly each image's boxes ([K_i, 4], one per cell)
+    in the cells of their centres; every other cell scores ~0."""
+    raw = torch.zeros(len(boxes), 5, grid, grid, dtype=torch.float64)
     raw[:, 0] = -10.0
-    for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
-        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
-        row, col = int(cy * grid), int(cx * grid)
-        raw[i, 0, row, col] = 10.0
-        raw[i, 1, row, col] = torch.logit(torch.tensor(cx * grid - col, dtype=torch.float64))
-        raw[i, 2, row, col] = torch.logit(torch.tensor(cy * grid - row, dtype=torch.float64))
-        raw[i, 3, row, col] = torch.log(torch.tensor(w / coding.prior_w, dtype=torch.float64))
-        raw[i, 4, row, col] = torch.log(torch.tensor(h / coding.prior_h, dtype=torch.float64))
+    for i, image_boxes in enumerate(boxes):
+        for x1, y1, x2, y2 in image_boxes.tolist():
+            cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+            row, col = int(cy * grid), int(cx * grid)
+            raw[i, 0, row, col] = 10.0
+            offsets = torch.tensor([cx * grid - col, cy * grid - row], dtype=torch.float64)
+            sizes = torch.tensor([w / coding.prior_w, h / coding.prior_h], dtype=torch.float64)
+            raw[i, 1:3, row, col] = torch.logit(offsets)
+            raw[i, 3:, row, col] = torch.log(sizes)
     return raw
 
 
 def test_perfect_prediction_has_zero_box_losses():
     coding = GridCoding()
     truth = torch.tensor([[0.1, 0.2, 0.4, 0.5], [0.5, 0.55, 0.8, 0.9]], dtype=torch.float64)
-    raw = _raw_for_boxes(truth, 4, coding)
+    raw = _raw_for_boxes(list(truth[:, None]), 4, coding)
     parts = compute_loss(raw, assign_targets(list(truth[:, None]), 4, 4), coding=coding)
     # 1e-5: the IoU losses divide by (union + eps), a relative bias of eps / area ~ 1e-6 here.
     assert parts.iou.item() == pytest.approx(0.0, abs=1e-5)

@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, {name: getattr(args, name) for name in OVERRIDES})
     data = config.images or "built-in synthetic data"
     print(
-        f"cxrbox diagnose: head {config.head}, norm {config.norm}, width {config.width}, "
-        f"{config.image_size} px, batch {config.batch_size}, on {data}",
+        f"cxrbox diagnose: head {config.head}, stride {config.stride}, norm {config.norm}, "
+        f"width {config.width}, {config.image_size} px, batch {config.batch_size}, on {data}",
         file=sys.stderr,
     )
     started = time.perf_counter()

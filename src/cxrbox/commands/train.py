@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrbox.options import HEADS, IOU_LOSS_NAMES, NORMS
+from cxrbox.options import DEFAULT_STRIDE, HEADS, IOU_LOSS_NAMES, NORMS, STRIDES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--head", choices=HEADS)
     parser.add_argument("--norm", choices=NORMS)
+    parser.add_argument(
+        "--stride",
+        type=int,
+        choices=STRIDES,
+        help="grid stride in px: 32 predicts on the backbone's last map (8x8 cells at 256 px), "
+        "16 on a top-down merge with the stride-16 map (16x16 cells); not with --head pooled "
+        f"(default {DEFAULT_STRIDE})",
+    )
     parser.add_argument("--iou-loss", dest="iou_loss", choices=IOU_LOSS_NAMES)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="cpu or cuda")
@@ -91,8 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 OVERRIDES = (
     "images", "labels", "val_images", "val_labels", "out", "epochs", "image_size", "batch_size",
-    "lr", "head", "norm", "iou_loss", "seed", "device", "num_workers", "synthetic_n", "bf16",
-    "deterministic", "fail_on_collapse", "plots", "compile", "ema", "score_threshold",
+    "lr", "head", "norm", "stride", "iou_loss", "seed", "device", "num_workers", "synthetic_n",
+    "bf16", "deterministic", "fail_on_collapse", "plots", "compile", "ema", "score_threshold",
     "tune_score_threshold", "tensorboard",
 )  # fmt: skip
 
