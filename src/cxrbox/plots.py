@@ -245,8 +245,8 @@ def write_plots(run_dir: str | Path) -> list[Path]:
         )
         written.append(plot_gradients(steps, config["grad_clip"], out / "gradients.png"))
     best = best_epoch(epochs)
-    threshold = (best or {}).get("val_score_threshold", config["score_threshold"])
     if samples and (run_dir / VAL_SAMPLES_NAME).exists():
+        threshold = (best or {}).get("val_score_threshold", config["score_threshold"])
         written.append(
             plot_val_predictions(run_dir, samples, threshold, out / "val_predictions.png")
         )
