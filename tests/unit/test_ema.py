@@ -51,15 +51,24 @@ def test_update_follows_the_reference_formula_parameter_by_parameter():
     assert ema.updates == 5
 
 
-def test_buffers_are_copied_from_the_live_model_not_averaged():
+def test_batchnorm_statistics_are_averaged_like_weights_and_counters_copied():
     model = _model()
     ema = ModelEMA(model, decay=0.9, ramp_steps=0.0)
+    expected = {k: v.clone() for k, v in model.named_buffers()}
     for n in range(1, 4):
         _perturb(model, seed=n)
         ema.update(model)
-    for (name, live), (_, copied) in zip(model.named_buffers(), ema.module.named_buffers(),
-                                         strict=True):  # fmt: skip
-        assert torch.equal(live, copied), name
+        for name, live in model.named_buffers():
+            if live.is_floating_point():
+                expected[name] = 0.9 * expected[name] + 0.1 * live
+            else:
+                expected[name] = live.clone()
+    averaged = dict(ema.module.named_buffers())
+    live_buffers = dict(model.named_buffers())
+    for name, value in expected.items():
+        torch.testing.assert_close(averaged[name], value, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(averaged["1.running_mean"], live_buffers["1.running_mean"])
+    assert int(averaged["1.num_batches_tracked"]) == int(live_buffers["1.num_batches_tracked"]) == 3
 
 
 def test_the_average_is_a_frozen_copy_in_eval_mode():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrbox.options import DEFAULT_STRIDE, STRIDES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (after 3 warmup)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--head", default="grid")
+    parser.add_argument("--stride", type=int, choices=STRIDES, default=DEFAULT_STRIDE,
+                        help="grid stride of the grid heads")  # fmt: skip
     parser.add_argument(
         "--monitor-overhead",
         dest="monitor_overhead",
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         batch_size=args.batch_size,
         head=args.head,
+        stride=args.stride,
         bf16=args.device.startswith("cuda"),
         channels_last=True,
     )
