@@ -42,7 +42,7 @@ def test_skipped_backward_is_caught(monkeypatch, default_config, copies):
 
 
 def test_pooled_head_swapped_in_is_caught(monkeypatch, default_config, copies):
-    def pooled_model(head, norm, width, in_channels=1):
+    def pooled_model(head, norm, width, in_channels=1, stride=32):
         return build_model("pooled", norm, width, in_channels)
 
     monkeypatch.setattr(cxrbox.train, "build_model", pooled_model)
