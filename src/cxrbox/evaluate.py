@@ -89,13 +89,17 @@ def evaluate_image_predictions(
     truths = [p.truth for p in predictions]
     sizes = [(p.orig_size[1], p.orig_size[0]) for p in predictions]  # (width, height)
     result = evaluate_predictions(preds, scores, truths, sizes)
-    confident = [s >= score_threshold for s in scores]
-    rsna = rsna_map(
-        [b[keep] for b, keep in zip(preds, confident, strict=True)],
-        [s[keep] for s, keep in zip(scores, confident, strict=True)],
-        truths,
+    return dataclasses.replace(result, rsna_map=rsna_map_above(predictions, score_threshold))
+
+
+def rsna_map_above(predictions: list[ImagePrediction], score_threshold: float) -> float:
+    """RSNA mAP of the detections scoring >= `score_threshold` (what a submission would hold)."""
+    kept = [p.detections.scores >= score_threshold for p in predictions]
+    return rsna_map(
+        [p.detections.boxes[keep] for p, keep in zip(predictions, kept, strict=True)],
+        [p.detections.scores[keep] for p, keep in zip(predictions, kept, strict=True)],
+        [p.truth for p in predictions],
     )
-    return dataclasses.replace(result, rsna_map=rsna)
 
 
 def flat_metrics(result: EvalResult) -> dict[str, float]:

@@ -49,22 +49,26 @@ def load_inference_model(
     return model, config, coding
 
 
-def score_threshold_source(path: str | Path) -> str:
-    """Where the score threshold of a .pt or .onnx model file came from, in words."""
+def score_threshold_source(path: str | Path, model: RawModel | None = None) -> str:
+    """Where the score threshold of a .pt or .onnx model file came from, in words. `model`:
+    the file's model if already open (an OnnxModel's metadata is then not read again)."""
     if not is_onnx(path):
         from cxrbox.evaluate import score_threshold_source as checkpoint_source
 
         return checkpoint_source(path)
-    from cxrbox.onnx_model import read_metadata
+    from cxrbox.onnx_model import OnnxModel, read_metadata
 
+    meta = model.metadata if isinstance(model, OnnxModel) else read_metadata(path)
     # Exports of checkpoints older than threshold tuning have no such key: not tuned.
-    if read_metadata(path).config_dict().get("tune_score_threshold", False):
+    if meta.config_dict().get("tune_score_threshold", False):
         return "tuned on validation before export (in the model's metadata)"
     return "the training config's (in the model's metadata; not tuned on validation)"
 
 
-def describe_score_threshold(path: str | Path, value: float, override: float | None) -> str:
+def describe_score_threshold(
+    path: str | Path, value: float, override: float | None, model: RawModel | None = None
+) -> str:
     """One line for `eval` and `predict`: the threshold used and why."""
     if override is not None:
         return f"score threshold {override:g} (--score-threshold; the model's is {value:g})"
-    return f"score threshold {value:g} ({score_threshold_source(path)})"
+    return f"score threshold {value:g} ({score_threshold_source(path, model)})"

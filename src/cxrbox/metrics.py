@@ -33,6 +33,7 @@ __all__ = [
     "RSNA_IOU_THRESHOLDS",
     "EvalResult",
     "RankedMatches",
+    "check_thresholds",
     "corner_mae",
     "evaluate_predictions",
     "mean_iou",
@@ -192,7 +193,7 @@ def corner_mae(
     return float(errors.mean()) if errors.size else math.nan
 
 
-def _check_thresholds(thresholds: Sequence[float]) -> np.ndarray:
+def check_thresholds(thresholds: Sequence[float]) -> np.ndarray:
     values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if values.size == 0 or not bool(((values >= 0) & (values <= 1)).all()):
         raise InputValueError(f"thresholds must be a non-empty list in [0, 1], got {thresholds!r}")
@@ -253,7 +254,7 @@ def rsna_true_positive_prefixes(
     Inputs as in `rsna_map`. A score threshold keeps a prefix of the ranked boxes, so this is
     all a threshold sweep needs (`cxrbox.threshold`) and the matching is written once.
     """
-    values = _check_thresholds(thresholds)
+    values = check_thresholds(thresholds)
     return [
         RankedMatches(image.score, _true_positive_prefixes(image, values), image.truth.shape[0])
         for image in _images(preds, scores, truths)
@@ -268,7 +269,7 @@ def rsna_image_score(
 ) -> float | None:
     """The RSNA score of one image (see `rsna_map`); None when it has no truth and no prediction."""
     (image,) = _images([pred], [score], [truth])
-    return _rsna_score(image, _check_thresholds(thresholds))
+    return _rsna_score(image, check_thresholds(thresholds))
 
 
 def rsna_map(
@@ -290,7 +291,7 @@ def rsna_map(
     IoU >= t and loops over truths in file order, each taking the most confident unmatched
     prediction with IoU >= t.
     """
-    return _rsna_map(_images(preds, scores, truths), _check_thresholds(thresholds))
+    return _rsna_map(_images(preds, scores, truths), check_thresholds(thresholds))
 
 
 def _rsna_map(images: list[_Image], thresholds: np.ndarray) -> float:
@@ -342,7 +343,7 @@ def evaluate_predictions(
 ) -> EvalResult:
     """All metrics at once. Boxes normalized xyxy; image_sizes as in `corner_mae`."""
     images = _images(preds, scores, truths)
-    values = _check_thresholds(thresholds)
+    values = check_thresholds(thresholds)
     errors, missed = _corner_errors(images, _sizes(image_sizes, len(images)))
     top1 = np.concatenate([image.pred[:1] for image in images] + [np.zeros((0, 4))])
     return EvalResult(

@@ -25,8 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from cxrbox.errors import InputValueError
-from cxrbox.metrics import RSNA_IOU_THRESHOLDS, BoxesLike, rsna_true_positive_prefixes
+from cxrbox.metrics import (
+    RSNA_IOU_THRESHOLDS,
+    BoxesLike,
+    check_thresholds,
+    rsna_true_positive_prefixes,
+)
 
 __all__ = ["SWEEP_THRESHOLDS", "ThresholdSweep", "sweep_score_thresholds"]
 
@@ -85,9 +89,7 @@ def sweep_score_thresholds(
     preds[i] (Tensor[P_i, 4]), scores[i] (Tensor[P_i]), truths[i] (Tensor[T_i, 4]): as in
     `cxrbox.metrics.rsna_map` (normalized or pixel xyxy, the same unit for both).
     """
-    score_bars = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if score_bars.size == 0 or not bool(((score_bars >= 0) & (score_bars <= 1)).all()):
-        raise InputValueError(f"thresholds must be a non-empty list in [0, 1], got {thresholds!r}")
+    score_bars = check_thresholds(thresholds)
     n_bars = score_bars.size
     image_sum = np.zeros(n_bars)  # sum over scored images of the RSNA image score
     image_count = np.zeros(n_bars)  # images scored (not empty on both sides)

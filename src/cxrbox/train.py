@@ -37,7 +37,12 @@ from cxrbox.decode import GridCoding
 from cxrbox.distributed import SINGLE, World
 from cxrbox.ema import ModelEMA
 from cxrbox.errors import CheckpointError, CollapseError
-from cxrbox.evaluate import evaluate_image_predictions, flat_metrics, predict_batches
+from cxrbox.evaluate import (
+    evaluate_image_predictions,
+    flat_metrics,
+    predict_batches,
+    rsna_map_above,
+)
 from cxrbox.loaders import Loaders, build_loaders
 from cxrbox.model import BoxRegressor, build_model
 from cxrbox.monitor import MonitorEvent, TrainingMonitor
@@ -447,7 +452,7 @@ def train(
                 **{f"val_{k}": v for k, v in flat_metrics(result).items()},
                 "val_score_threshold": state.score_threshold["value"],
                 "val_rsna_map_config_threshold": (
-                    evaluate_image_predictions(predictions, config.score_threshold).rsna_map
+                    rsna_map_above(predictions, config.score_threshold)
                     if config.tune_score_threshold
                     else result.rsna_map
                 ),

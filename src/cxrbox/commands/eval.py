@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, config, coding = load_inference_model(args.model, args.device)
     threshold_note = describe_score_threshold(
-        args.model, config.score_threshold, args.score_threshold
+        args.model, config.score_threshold, args.score_threshold, model
     )
     if args.score_threshold is not None:
         config = config.replace(score_threshold=args.score_threshold)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     threshold = config.score_threshold if args.score_threshold is None else args.score_threshold
     print(
         "cxrbox predict: "
-        + describe_score_threshold(args.model, config.score_threshold, args.score_threshold)
+        + describe_score_threshold(args.model, config.score_threshold, args.score_threshold, model)
     )
     files = find_dicom_files(args.images)
     skipped = find_unreadable(files, config.intensity) if args.on_error == "skip" else []
