@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cxrbox.errors import ConfigError
-from cxrbox.model import HEADS, NORMS, STRIDE, check_head_stride
-from cxrbox.objective import IOU_LOSSES
+from cxrbox.modeling.model import HEADS, NORMS, STRIDE, check_head_stride
+from cxrbox.modeling.objective import IOU_LOSSES
 from cxrbox.options import DEFAULT_STRIDE, INTENSITY_RULES
 
 DEFAULT_SYNTHETIC_DIR = Path.home() / ".cache" / "cxrbox" / "synthetic"
@@ -38,15 +38,15 @@ class TrainConfig:
     use_cache: bool = True
     num_workers: int = 0
     # DICOMs without a window: "auto" (8-bit: value / 255; more bits: 0.5/99.5 percentile
-    # window), "percentile" or "bit-range"; see cxrbox.dicom.
+    # window), "percentile" or "bit-range"; see cxrbox.data.dicom.
     intensity: str = "auto"
 
     # Model.
     head: str = "grid"
     norm: str = "batch"
     width: float = 1.0
-    # Grid stride in px, 16 or 32 (cxrbox.model): 256 px -> a 16x16 or 8x8 grid. Configs saved
-    # before this field existed load as 32 whatever this default is (`config_from_saved`).
+    # Grid stride in px, 16 or 32 (cxrbox.modeling.model): 256 px -> a 16x16 or 8x8 grid. Configs
+    # saved before this field existed load as 32 whatever this default is (`config_from_saved`).
     stride: int = DEFAULT_STRIDE
     image_size: int = 256
     prior_size: float = 0.25
@@ -75,20 +75,20 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "cpu"
-    # Also write last.pt every this many steps (0: at epoch ends only); see cxrbox.resume.
+    # Also write last.pt every this many steps (0: at epoch ends only); see cxrbox.engine.resume.
     # Default config on this CPU (under load; tests/benchmarks/test_bench_train.py): a step took
     # 2.9 s, a save 0.12 s (21 MB), so 0.02 % at 200 steps; < 2 % for steps > 30 ms. A crash
     # loses <= 200 steps.
     checkpoint_every_steps: int = 200
     # Exponential moving average of the weights for validation, best.pt, eval, predict and
-    # export (cxrbox.ema): decay * (1 - exp(-step / ema_ramp_steps)) per step.
+    # export (cxrbox.engine.ema): decay * (1 - exp(-step / ema_ramp_steps)) per step.
     ema: bool = True
     ema_decay: float = 0.998
     ema_ramp_steps: float = 200.0
 
     # Evaluation and decode. With tune_score_threshold, each validation sweeps the score
-    # threshold (cxrbox.threshold) and checkpoints store the one with the best RSNA mAP, which
-    # eval / predict / export then use; score_threshold is the fixed one otherwise.
+    # threshold (cxrbox.evaluation.threshold) and checkpoints store the one with the best RSNA mAP,
+    # which eval / predict / export then use; score_threshold is the fixed one otherwise.
     score_threshold: float = 0.3
     tune_score_threshold: bool = True
     nms_iou: float = 0.5
@@ -101,7 +101,7 @@ class TrainConfig:
     fail_on_collapse: bool = False
     plots: bool = True
     # Also log curves, alarms and validation images for TensorBoard into the run directory
-    # (cxrbox.tensorboard_sink); needs `pip install 'cxrbox[tensorboard]'`.
+    # (cxrbox.engine.tensorboard_sink); needs `pip install 'cxrbox[tensorboard]'`.
     tensorboard: bool = False
 
     def __post_init__(self) -> None:

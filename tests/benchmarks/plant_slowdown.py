@@ -12,8 +12,8 @@ import sys
 
 from torch import Tensor, nn
 
-from cxrbox import model as model_module
 from cxrbox.cli import main
+from cxrbox.modeling import model as model_module
 
 CHANNELS = int(os.environ.get("PLANT_CHANNELS", "32"))
 original_init = model_module.Backbone.__init__

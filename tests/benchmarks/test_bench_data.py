@@ -16,10 +16,10 @@ import pytest
 import torch
 from tests.dicom_factory import make_dicom
 
-from cxrbox.augment import apply_transforms, build_transforms
-from cxrbox.cache import ImageCache, build_cache
-from cxrbox.data import RSNADataset
-from cxrbox.dicom import load_pixels
+from cxrbox.data.augment import apply_transforms, build_transforms
+from cxrbox.data.cache import ImageCache, build_cache
+from cxrbox.data.dataset import RSNADataset
+from cxrbox.data.dicom import load_pixels
 
 pytestmark = pytest.mark.benchmark(group="data")
 

@@ -25,7 +25,7 @@ from pydicom.uid import (
 from pydicom.uid import JPEGLossless as JPEGLosslessP14
 from tests.dicom_factory import compress_dicom, make_dicom
 
-from cxrbox.dicom import load_pixels
+from cxrbox.data.dicom import load_pixels
 
 pytestmark = pytest.mark.benchmark(group="dicom")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxrbox.bench import random_batch
 from cxrbox.config import TrainConfig
-from cxrbox.train import build_state, train_step
+from cxrbox.engine.train import build_state, train_step
+from cxrbox.speed.bench_train import random_batch
 
 
 def _state_and_batch(image_size: int, batch_size: int):
@@ -60,8 +60,8 @@ def test_monitor_overhead_reference_step_without_monitors(benchmark):
 def test_checkpoint_save_of_the_default_config(benchmark, tmp_path):
     """One `last.pt` write (atomic, fsynced) of the 256 px / batch 16 state: compare with the
     full step above to size `checkpoint_every_steps` (its cost per step is this / N)."""
-    from cxrbox.checkpoint import save_checkpoint
-    from cxrbox.train import checkpoint_state
+    from cxrbox.engine.checkpoint import save_checkpoint
+    from cxrbox.engine.train import checkpoint_state
 
     state, _, _ = _state_and_batch(256, 16)
     benchmark(lambda: save_checkpoint(checkpoint_state(state), tmp_path / "last.pt"))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cxrbox import train as train_module
 from cxrbox.config import TrainConfig
-from cxrbox.synthetic import write_rsna_like
+from cxrbox.data.synthetic.rsna_like import write_rsna_like
+from cxrbox.engine import train as train_module
 
 
 @pytest.fixture(scope="session")

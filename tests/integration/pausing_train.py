@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrbox import checkpoint, cli
-from cxrbox import train as train_module
+from cxrbox import cli
+from cxrbox.engine import checkpoint
+from cxrbox.engine import train as train_module
 
 
 def freeze(ready: Path) -> None:

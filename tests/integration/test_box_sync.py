@@ -17,10 +17,10 @@ import pytest
 import torch
 from tests.dicom_factory import make_dicom
 
-from cxrbox.augment import apply_transforms, build_transforms
 from cxrbox.boxes import box_iou, denormalize_xyxy
-from cxrbox.cache import build_cache
-from cxrbox.data import RSNADataset
+from cxrbox.data.augment import apply_transforms, build_transforms
+from cxrbox.data.cache import build_cache
+from cxrbox.data.dataset import RSNADataset
 
 N_SEEDS = 240
 IN_SIDE = 384

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from cxrbox.checkpoint import load_checkpoint
-from cxrbox.dicom import find_dicom_files
-from cxrbox.threshold import SWEEP_THRESHOLDS
+from cxrbox.data.dicom import find_dicom_files
+from cxrbox.engine.checkpoint import load_checkpoint
+from cxrbox.evaluation.threshold import SWEEP_THRESHOLDS
 
 
 def _cxrbox(*args: str, cwd=None) -> subprocess.CompletedProcess:

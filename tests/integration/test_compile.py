@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxrbox.bench import random_batch
 from cxrbox.config import TrainConfig
-from cxrbox.train import build_state, train_step
+from cxrbox.engine.train import build_state, train_step
+from cxrbox.speed.bench_train import random_batch
 
 CONFIG = TrainConfig(image_size=64, batch_size=4, width=0.25, norm="group")
 

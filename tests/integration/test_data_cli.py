@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrbox.synthetic import write_rsna_like
+from cxrbox.data.synthetic.rsna_like import write_rsna_like
 
 N_IMAGES = 6
 IMAGE_SIZE = 256

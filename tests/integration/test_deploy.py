@@ -10,22 +10,22 @@ import onnx
 import pytest
 import torch
 
-import cxrbox.decode
-from cxrbox.checkpoint import load_checkpoint, save_checkpoint
+import cxrbox.modeling.decode
 from cxrbox.cli import main
 from cxrbox.config import TrainConfig
-from cxrbox.deploy import export_checkpoint, int8_path
+from cxrbox.data.labels import write_rsna_labels
+from cxrbox.data.loaders import resolve_splits
+from cxrbox.deploy.inference import load_inference_model, score_threshold_source
+from cxrbox.deploy.onnx_export import export_onnx
+from cxrbox.deploy.onnx_model import OnnxModel
+from cxrbox.deploy.pipeline import export_checkpoint, int8_path
+from cxrbox.diagnostics.probes import shifted_copies
+from cxrbox.engine.checkpoint import load_checkpoint, save_checkpoint
+from cxrbox.engine.train import train
 from cxrbox.errors import ModelFileError
-from cxrbox.evaluate import evaluate, flat_metrics, folder_loader, load_trained_model
-from cxrbox.export import export_onnx
-from cxrbox.inference import load_inference_model, score_threshold_source
-from cxrbox.labels import write_rsna_labels
-from cxrbox.loaders import resolve_splits
-from cxrbox.model import build_model
-from cxrbox.onnx_model import OnnxModel
+from cxrbox.evaluation.evaluate import evaluate, flat_metrics, folder_loader, load_trained_model
+from cxrbox.modeling.model import build_model
 from cxrbox.options import DEFAULT_INTENSITY
-from cxrbox.probes import shifted_copies
-from cxrbox.train import train
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +158,13 @@ def test_eval_through_onnx_and_pt_gives_the_same_metrics(run):
 def test_both_paths_go_through_the_one_decode(run, monkeypatch):
     """Shift every decoded box: the .pt and the .onnx paths must both move with it."""
     before = {p: _eval(p, run["splits"]) for p in (run["result"].run_dir / "best.pt", run["out"])}
-    real = cxrbox.decode.decode_grid
+    real = cxrbox.modeling.decode.decode_grid
 
-    def shifted(raw, coding=cxrbox.decode.GridCoding()):
+    def shifted(raw, coding=cxrbox.modeling.decode.GridCoding()):
         boxes, scores = real(raw, coding)
         return (boxes * 0.5), scores
 
-    monkeypatch.setattr(cxrbox.decode, "decode_grid", shifted)
+    monkeypatch.setattr(cxrbox.modeling.decode, "decode_grid", shifted)
     for path, metrics in before.items():
         assert _eval(path, run["splits"])["mae_px"] != pytest.approx(metrics["mae_px"]), path
 
@@ -213,16 +213,19 @@ def test_images_of_another_size_are_refused_naming_the_model(run):
 
 
 def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
-    import cxrbox.export
+    import cxrbox.deploy.onnx_export
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cxrbox.export, "set_metadata", broken)
+    monkeypatch.setattr(cxrbox.deploy.onnx_export, "set_metadata", broken)
     out = tmp_path / "m.onnx"
     with pytest.raises(OSError, match="disk full"):
         export_onnx(
-            build_model(width=0.25), TrainConfig(image_size=64), cxrbox.decode.GridCoding(), out
+            build_model(width=0.25),
+            TrainConfig(image_size=64),
+            cxrbox.modeling.decode.GridCoding(),
+            out,
         )
     assert list(tmp_path.iterdir()) == []
 
@@ -250,7 +253,7 @@ def test_predict_through_onnx_writes_the_same_submission_as_the_checkpoint(run, 
 
 
 def test_bench_inference_times_every_backend_in_one_run(run):
-    from cxrbox.bench_inference import benchmark_inference
+    from cxrbox.speed.bench_inference import benchmark_inference
 
     rows = benchmark_inference(run["result"].run_dir / "best.pt", (64,), (1, 2), repeats=1)
     assert [(r.backend.split()[0], r.batch_size) for r in rows] == [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrbox.diagnose import CHECK_NAMES, QUICK_SKIPS
+from cxrbox.diagnostics.checklist import CHECK_NAMES, QUICK_SKIPS
 
 # One thread: on a small shared machine, torch's default thread pool spends most of a probe
 # waiting for busy cores (measured ~20x slower under load).

@@ -22,11 +22,11 @@ import pytest
 import torch
 from tests.integration import pausing_train
 
-from cxrbox import train as train_module
-from cxrbox.checkpoint import load_checkpoint
 from cxrbox.config import save_config
-from cxrbox.runlog import read_records
-from cxrbox.train import train
+from cxrbox.engine import train as train_module
+from cxrbox.engine.checkpoint import load_checkpoint
+from cxrbox.engine.runlog import read_records
+from cxrbox.engine.train import train
 
 STARTUP_LIMIT_S = 120
 

@@ -10,8 +10,8 @@ import shutil
 import pytest
 
 from cxrbox.cli import main
+from cxrbox.engine.train import train
 from cxrbox.errors import DicomError
-from cxrbox.train import train
 
 BROKEN = {"broken_truncated": "cannot read pixels", "broken_not_dicom": "not a DICOM file"}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import JPEGBaseline8Bit
 
-from cxrbox.labels import read_rsna_labels
+from cxrbox.data.labels import read_rsna_labels
 
 
 def synth(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from tests.integration.conftest import crash_in_evaluation, tiny_config_for
 
-from cxrbox.checkpoint import load_checkpoint
-from cxrbox.runlog import read_records
-from cxrbox.tensorboard_sink import ALARMS_TAG, VAL_IMAGE_TAG
-from cxrbox.train import train
+from cxrbox.engine.checkpoint import load_checkpoint
+from cxrbox.engine.runlog import read_records
+from cxrbox.engine.tensorboard_sink import ALARMS_TAG, VAL_IMAGE_TAG
+from cxrbox.engine.train import train
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 tensor_util = pytest.importorskip("tensorboard.util.tensor_util")

@@ -8,12 +8,12 @@ import pytest
 import torch
 from tests.integration.conftest import crash_in_evaluation
 
-from cxrbox import objective
-from cxrbox import train as train_module
-from cxrbox.checkpoint import load_checkpoint
+from cxrbox.engine import train as train_module
+from cxrbox.engine.checkpoint import load_checkpoint
+from cxrbox.engine.runlog import read_records
+from cxrbox.engine.train import train
 from cxrbox.errors import NonFiniteLossError
-from cxrbox.runlog import read_records
-from cxrbox.train import train
+from cxrbox.modeling import objective
 
 
 def _step_losses(run_dir):
@@ -133,7 +133,7 @@ def test_a_deferred_non_finite_loss_is_named_at_its_step_after_the_steps_before_
 
 
 def test_a_checkpoint_resumes_only_with_the_process_count_that_wrote_it(tiny_config):
-    from cxrbox.checkpoint import save_checkpoint
+    from cxrbox.engine.checkpoint import save_checkpoint
     from cxrbox.errors import CheckpointError
 
     run_dir = train(tiny_config.replace(epochs=2), progress=False).run_dir

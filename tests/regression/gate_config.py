@@ -1,9 +1,10 @@
-"""The gate's overfit procedure. Thresholds live in one place, `cxrbox.probes`, where each
+"""The gate's overfit procedure. Thresholds live in one place, `cxrbox.diagnostics.probes`, where
+each
 number carries its reason; `cxrbox diagnose` uses the same ones."""
 
 from __future__ import annotations
 
-from cxrbox.probes import DEFAULT_OVERFIT_STEPS, DEFAULT_OVERFIT_THRESHOLDS
+from cxrbox.diagnostics.probes import DEFAULT_OVERFIT_STEPS, DEFAULT_OVERFIT_THRESHOLDS
 
 # 8 fitted images + 8 held-out positions at 128 px (a 4x4 grid), 60 steps of the default
 # config. Measured (grid head): loss falls to ~5 % of its start, fitted mean IoU ~0.9, held-out

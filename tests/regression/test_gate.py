@@ -1,7 +1,7 @@
 """The pull-request gate: the default configuration learns, predictions stay non-constant, the
 optimizer moves every weight, the schedule warms up properly, and the loss uses one coordinate
-system. Every check goes through the trainer's own code (`cxrbox.probes`, which runs the
-`cxrbox.testing` checks on `cxrbox.own_detector`)."""
+system. Every check goes through the trainer's own code (`cxrbox.diagnostics.probes`, which runs the
+`cxrbox.testing` checks on `cxrbox.diagnostics.own_detector`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from tests.regression.gate_config import OVERFIT_STEPS, THRESHOLDS
 
-from cxrbox.probes import (
+from cxrbox.diagnostics.probes import (
     check_box_sync,
     check_gradient_flow,
     check_loss_coordinates,
@@ -22,7 +22,7 @@ from cxrbox.probes import (
     dry_run_lr_curves,
     overfit,
 )
-from cxrbox.train import build_state, train_step
+from cxrbox.engine.train import build_state, train_step
 
 pytestmark = pytest.mark.gate
 

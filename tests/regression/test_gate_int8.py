@@ -1,8 +1,8 @@
 """Gate: the int8 ONNX model of a tiny trained model keeps its accuracy and its position sense.
 
 One training (the position probe's, `check_position_sensitivity`, with the trainer's own
-`train_step`): the probe scores its int8 export (`cxrbox.parity.Int8Deployer`); the FP32 model
-it was made from is kept and scored on the same held-out positions. A planted broken
+`train_step`): the probe scores its int8 export (`cxrbox.deploy.parity.Int8Deployer`); the FP32
+model it was made from is kept and scored on the same held-out positions. A planted broken
 quantization (calibration on blank images: every activation range collapses) must turn the
 same budget red, so the gate can fail.
 """
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from cxrbox.decode import decode_detections
-from cxrbox.metrics import mean_iou
-from cxrbox.model import STRIDE
-from cxrbox.parity import Int8Deployer
-from cxrbox.probes import check_position_sensitivity, shifted_copies
+from cxrbox.deploy.parity import Int8Deployer
+from cxrbox.diagnostics.probes import check_position_sensitivity, shifted_copies
+from cxrbox.evaluation.metrics import mean_iou
+from cxrbox.modeling.decode import decode_detections
+from cxrbox.modeling.model import STRIDE
 
 pytestmark = pytest.mark.gate
 

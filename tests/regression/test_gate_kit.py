@@ -1,13 +1,13 @@
 """cxrbox's own heads through the kit's public face: the `Detector` that
-`pytest --cxrbox-detector cxrbox.own_detector:make_detector` gates, checked here without the
-two training checks (test_gate.py runs those through the same kit functions)."""
+`pytest --cxrbox-detector cxrbox.diagnostics.own_detector:make_detector` gates, checked here without
+the two training checks (test_gate.py runs those through the same kit functions)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cxrbox.own_detector import make_detector
+from cxrbox.diagnostics.own_detector import make_detector
 from cxrbox.testing import run_detector_checklist
 
 pytestmark = pytest.mark.gate

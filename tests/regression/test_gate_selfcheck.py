@@ -13,10 +13,9 @@ import pytest
 import torch
 from tests.regression.gate_config import OVERFIT_STEPS, THRESHOLDS
 
-import cxrbox.losses
-import cxrbox.train
-from cxrbox.model import build_model
-from cxrbox.probes import (
+import cxrbox.engine.train
+import cxrbox.modeling.losses
+from cxrbox.diagnostics.probes import (
     check_box_sync,
     check_gradient_flow,
     check_loss_coordinates,
@@ -24,6 +23,7 @@ from cxrbox.probes import (
     check_optimizer_step,
     check_overfit,
 )
+from cxrbox.modeling.model import build_model
 
 pytestmark = pytest.mark.gate
 
@@ -45,7 +45,7 @@ def test_pooled_head_swapped_in_is_caught(monkeypatch, default_config, copies):
     def pooled_model(head, norm, width, in_channels=1, stride=32):
         return build_model("pooled", norm, width, in_channels)
 
-    monkeypatch.setattr(cxrbox.train, "build_model", pooled_model)
+    monkeypatch.setattr(cxrbox.engine.train, "build_model", pooled_model)
     result = check_overfit(default_config, copies, OVERFIT_STEPS, THRESHOLDS)
     assert result.status == "fail"
 
@@ -64,7 +64,7 @@ def _cosine_from_step_zero(optimizer, warmup_steps, total_steps, min_lr_ratio=0.
 
 
 def test_warmup_fighting_the_cosine_is_caught(monkeypatch, default_config):
-    monkeypatch.setattr(cxrbox.train, "build_scheduler", _cosine_from_step_zero)
+    monkeypatch.setattr(cxrbox.engine.train, "build_scheduler", _cosine_from_step_zero)
     # A long warmup (3 of 6 epochs) makes the drop at the boundary large, as in the original.
     result = check_lr_schedule(
         default_config.replace(warmup_epochs=3, epochs=6), steps_per_epoch=10
@@ -76,7 +76,7 @@ def test_lr_stuck_at_zero_is_caught(monkeypatch, default_config, copies):
     def zero_lr(optimizer, warmup_steps, total_steps, min_lr_ratio=0.0):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.0)
 
-    monkeypatch.setattr(cxrbox.train, "build_scheduler", zero_lr)
+    monkeypatch.setattr(cxrbox.engine.train, "build_scheduler", zero_lr)
     assert check_lr_schedule(default_config, steps_per_epoch=10).status == "fail"
     assert check_optimizer_step(default_config, copies.images, copies.boxes).status == "fail"
 
@@ -89,5 +89,7 @@ def test_flip_applied_to_the_image_but_not_the_boxes_is_caught(monkeypatch):
 
 
 def test_corners_neither_ordered_nor_clipped_is_caught(monkeypatch, default_config):
-    monkeypatch.setattr(cxrbox.losses, "order_and_clip_xyxy", lambda boxes, w, h, **kw: boxes)
+    monkeypatch.setattr(
+        cxrbox.modeling.losses, "order_and_clip_xyxy", lambda boxes, w, h, **kw: boxes
+    )
     assert check_loss_coordinates(default_config).status == "fail"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxrbox.probes import probe_config
-from cxrbox.train import build_state, train_step
+from cxrbox.diagnostics.probes import probe_config
+from cxrbox.engine.train import build_state, train_step
 
 pytestmark = pytest.mark.gate
 

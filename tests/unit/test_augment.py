@@ -1,4 +1,4 @@
-"""cxrbox.augment: shapes, the eval path, dropped-box counting, seeding."""
+"""cxrbox.data.augment: shapes, the eval path, dropped-box counting, seeding."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cxrbox.augment import (
+from cxrbox.data.augment import (
     MIN_BOX_PX,
     apply_transforms,
     augmentation_seed,

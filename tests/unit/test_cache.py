@@ -1,4 +1,4 @@
-"""cxrbox.cache: round trip, validation of stale or mismatched caches, atomic builds."""
+"""cxrbox.data.cache: round trip, validation of stale or mismatched caches, atomic builds."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from tests.dicom_factory import write_random_dicoms
 
-from cxrbox import cache as cache_module
-from cxrbox.cache import (
+from cxrbox.data import cache as cache_module
+from cxrbox.data.cache import (
     FORMAT_VERSION,
     ImageCache,
     build_cache,
     default_cache_path,
     sidecar_path,
 )
-from cxrbox.dicom import load_pixels
+from cxrbox.data.dicom import load_pixels
 from cxrbox.errors import DataError
 
 SHAPES = {"pa": (48, 48), "pb": (40, 64), "pc": (64, 32)}
@@ -161,7 +161,7 @@ def test_cache_records_its_intensity_rule_and_refuses_another(images_dir: Path, 
 
 
 def test_trainer_rebuilds_a_cache_built_with_another_rule(images_dir: Path):
-    from cxrbox.loaders import open_or_build_cache
+    from cxrbox.data.loaders import open_or_build_cache
 
     build_cache(
         images_dir, list(SHAPES), 16, default_cache_path(images_dir, 16), intensity="bit-range"

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from cxrbox import checkpoint
-from cxrbox.checkpoint import load_checkpoint, save_checkpoint
+from cxrbox.engine import checkpoint
+from cxrbox.engine.checkpoint import load_checkpoint, save_checkpoint
 from cxrbox.errors import CheckpointError, CheckpointVersionError, CheckpointWriteError
 
 
@@ -76,7 +76,9 @@ def test_format_1_checkpoint_is_refused_with_the_upgrade_command_and_upgrades(tm
         },
     }
     torch.save(old, tmp_path / "old.pt")
-    with pytest.raises(CheckpointError, match=r"python -m cxrbox.checkpoint upgrade .*old\.pt"):
+    with pytest.raises(
+        CheckpointError, match=r"python -m cxrbox.engine.checkpoint upgrade .*old\.pt"
+    ):
         load_checkpoint(tmp_path / "old.pt")
     assert checkpoint.main(["upgrade", str(tmp_path / "old.pt"), str(tmp_path / "new.pt")]) == 0
     state = load_checkpoint(tmp_path / "new.pt")
@@ -114,8 +116,8 @@ def test_a_checkpoint_loads_the_stride_it_was_saved_with_and_32_without_one(
     tmp_path, saved, expected
 ):
     from cxrbox.config import TrainConfig
-    from cxrbox.evaluate import load_trained_model
-    from cxrbox.model import build_model
+    from cxrbox.evaluation.evaluate import load_trained_model
+    from cxrbox.modeling.model import build_model
 
     config = TrainConfig(width=0.25, channels_last=False, stride=saved or 32).to_dict()
     if saved is None:

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from cxrbox import checkpoint
 from cxrbox.cli import main
+from cxrbox.engine import checkpoint
 from cxrbox.errors import CheckpointError
 
 

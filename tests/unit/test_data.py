@@ -1,4 +1,4 @@
-"""cxrbox.data: samples, the cache path, collation, splits and label checks."""
+"""cxrbox.data.dataset: samples, the cache path, collation, splits and label checks."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from tests.dicom_factory import write_random_dicoms
 from torch.utils.data import DataLoader
 
-from cxrbox.augment import build_transforms
-from cxrbox.cache import build_cache
-from cxrbox.data import (
+from cxrbox.data.augment import build_transforms
+from cxrbox.data.cache import build_cache
+from cxrbox.data.dataset import (
     RSNADataset,
     Sample,
     collate_samples,
@@ -127,7 +127,7 @@ def test_epochs_and_seeds_change_the_augmentation(images_dir: Path) -> None:
 
 
 def test_cache_and_dicom_paths_give_identical_eval_inputs(images_dir: Path, tmp_path: Path) -> None:
-    """One preprocessing function (cxrbox.preprocess): validation from the cache and eval from
+    """One preprocessing function (cxrbox.data.preprocess): validation from the cache and eval from
     the DICOMs see bit-identical input tensors."""
     path = build_cache(images_dir, list(LABELS), SIZE, tmp_path / "c.npy")
     from_dicom = RSNADataset(images_dir, LABELS, build_transforms(False, SIZE))
@@ -144,7 +144,7 @@ def test_cache_path_logs_its_use(
 ) -> None:
     path = build_cache(images_dir, list(LABELS), SIZE, tmp_path / "c.npy")
     subset = dict(list(LABELS.items())[:3])  # a split uses part of the cache; both counts shown
-    with caplog.at_level(logging.INFO, logger="cxrbox.data"):
+    with caplog.at_level(logging.INFO, logger="cxrbox.data.dataset"):
         RSNADataset(None, subset, build_transforms(False, SIZE), cache=path)
     assert f"3 images from cache {path} (4 images, {SIZE} px)" in caplog.messages
 

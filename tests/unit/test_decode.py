@@ -1,4 +1,4 @@
-"""cxrbox.decode: grid decode, cell assignment, NMS, post-processing and the RSNA string."""
+"""cxrbox.modeling.decode: grid decode, cell assignment, NMS, post-processing, the RSNA string."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cxrbox.decode import (
+from cxrbox.errors import BoxFormatError, ConfigError, InputValueError
+from cxrbox.modeling.decode import (
     LOG_CLAMP,
     Detections,
     GridCoding,
@@ -20,7 +21,6 @@ from cxrbox.decode import (
     postprocess,
     to_rsna_prediction_string,
 )
-from cxrbox.errors import BoxFormatError, ConfigError, InputValueError
 from cxrbox.options import STRIDES
 
 # The grid side of each stride at the default 256 px: 16 (stride 16) and 8 (stride 32).

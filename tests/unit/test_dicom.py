@@ -1,4 +1,4 @@
-"""cxrbox.dicom on DICOM files built in the test: every supported variant and every refusal."""
+"""cxrbox.data.dicom on DICOM files built in the test: every supported variant and every refusal."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydicom.uid import JPEG2000MC, JPEG2000Lossless, JPEGBaseline8Bit, RLELossl
 from tests.dicom_factory import make_dataset, make_dicom, write_dataset
 
 from cxrbox import errors
-from cxrbox.dicom import DicomError, find_dicom_files, load_pixels, read_image_size
+from cxrbox.data.dicom import DicomError, find_dicom_files, load_pixels, read_image_size
 
 ALL_8BIT = np.arange(256, dtype=np.uint8).reshape(16, 16)
 

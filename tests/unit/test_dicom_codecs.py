@@ -20,8 +20,8 @@ from pydicom.uid import (
 from pydicom.uid import JPEGLossless as JPEGLosslessP14
 from tests.dicom_factory import compress_dicom, make_dicom
 
-from cxrbox import dicom
-from cxrbox.dicom import DECODING_PLUGINS, DicomError, load_pixels
+from cxrbox.data import dicom
+from cxrbox.data.dicom import DECODING_PLUGINS, DicomError, load_pixels
 
 
 def cr_like(bits: int, signed: bool, seed: int = 0) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tests.dicom_factory import make_dicom
 
-from cxrbox.dicom import DEFAULT_INTENSITY, load_pixels
+from cxrbox.data.dicom import DEFAULT_INTENSITY, load_pixels
 from cxrbox.errors import InputValueError
 
 # 201 values evenly from -2000 to 2000: percentiles 0.5 / 99.5 are -1980 / 1980 (linear
@@ -78,7 +78,7 @@ def test_unknown_rule_is_an_input_value_error(tmp_path):
         load_pixels(path, intensity="minmax")
 
 
-# --- the measurement behind the default (figures quoted in cxrbox.dicom's docstring) ---------
+# --- the measurement behind the default (figures quoted in cxrbox.data.dicom's docstring) ---------
 
 
 def cr_like(lo: float, hi: float, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +128,7 @@ def test_default_rule_gives_cr_like_images_usable_contrast(tmp_path, case, photo
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.uint8, np.uint32])
 def test_histogram_percentiles_equal_numpy_percentiles(dtype):
-    from cxrbox.dicom import PERCENTILES, _percentiles
+    from cxrbox.data.dicom import PERCENTILES, _percentiles
 
     info = np.iinfo(dtype)
     rng = np.random.default_rng(3)

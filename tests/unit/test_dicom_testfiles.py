@@ -1,7 +1,7 @@
-"""cxrbox.dicom against every file bundled in pydicom's `data/test_files` folder.
+"""cxrbox.data.dicom against every file bundled in pydicom's `data/test_files` folder.
 
 Whether a file should load is decided here from a header read, by a rule written independently
-of cxrbox.dicom: DICOM file meta present, SamplesPerPixel 1, PhotometricInterpretation
+of cxrbox.data.dicom: DICOM file meta present, SamplesPerPixel 1, PhotometricInterpretation
 MONOCHROME1/2, NumberOfFrames an integer <= 1 (or absent), Rows/Columns present, a Pixel Data
 element at least as long as Rows x Columns x BitsAllocated / 8 (native syntaxes), and an
 uncompressed transfer syntax or one of the compressed syntaxes below (12-bit JPEG Extended only
@@ -20,7 +20,7 @@ import pydicom
 import pytest
 from pydicom.uid import UID
 
-from cxrbox.dicom import DicomError, load_pixels, read_image_size
+from cxrbox.data.dicom import DicomError, load_pixels, read_image_size
 
 try:
     import libjpeg  # noqa: F401  (pylibjpeg-libjpeg, GPL-3.0: the optional 12-bit JPEG decoder)

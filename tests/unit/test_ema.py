@@ -1,4 +1,4 @@
-"""cxrbox.ema: the update rule against its formula, the ramp, buffers, and the checkpoint."""
+"""cxrbox.engine.ema: the update rule against its formula, the ramp, buffers, and the checkpoint."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cxrbox.ema import ModelEMA, ema_decay_at
+from cxrbox.engine.ema import ModelEMA, ema_decay_at
 from cxrbox.errors import CheckpointError, ConfigError
 
 

@@ -18,9 +18,9 @@ from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 from tests.dicom_factory import compress_dicom, make_dicom
 from tests.strategies import label_csv_bytes, mutated_bytes
 
-from cxrbox.dicom import load_pixels, read_image_size
+from cxrbox.data.dicom import load_pixels, read_image_size
+from cxrbox.data.labels import read_rsna_labels
 from cxrbox.errors import DicomError, LabelError
-from cxrbox.labels import read_rsna_labels
 
 EXAMPLE_LIMIT_S = 10
 FUZZ = settings(

@@ -1,4 +1,4 @@
-"""cxrbox.labels: RSNA label CSV reading, validation with line numbers, writing, summaries."""
+"""cxrbox.data.labels: RSNA label CSV reading, validation with line numbers, writing, summaries."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cxrbox import errors
-from cxrbox.labels import (
+from cxrbox.data.labels import (
     LabelError,
     LabelSummary,
     count_out_of_bounds,

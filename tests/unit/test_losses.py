@@ -1,4 +1,4 @@
-"""cxrbox.losses: one coordinate system, hand-worked values, gradcheck, degenerate boxes."""
+"""cxrbox.modeling.losses: one coordinate system, hand-worked values, gradcheck, degenerate."""
 
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ from tests.strategies import (
 
 from cxrbox.boxes import elementwise_box_iou, order_and_clip_xyxy, xyxy_to_cxcywh
 from cxrbox.errors import BoxFormatError, CxrboxError, InputValueError
-from cxrbox.losses import ciou_loss, diou_loss, giou_loss, l1_center_size_loss, l1_corner_loss
+from cxrbox.modeling.losses import (
+    ciou_loss,
+    diou_loss,
+    giou_loss,
+    l1_center_size_loss,
+    l1_corner_loss,
+)
 
 Loss = Callable[..., torch.Tensor]
 LOSSES: dict[str, Loss] = {

@@ -1,4 +1,4 @@
-"""cxrbox.metrics: hand-computed cases, the RSNA rules and a brute-force matching reference."""
+"""cxrbox.evaluation.metrics: hand-computed cases, RSNA rules, a brute-force matching reference."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.reference_metrics import rsna_reference
 from tests.strategies import rsna_image
 
 from cxrbox.errors import BoxFormatError, InputValueError
-from cxrbox.metrics import (
+from cxrbox.evaluation.metrics import (
     RSNA_IOU_THRESHOLDS,
     corner_mae,
     evaluate_predictions,

@@ -6,9 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxrbox.decode import decode_grid
 from cxrbox.errors import ConfigError
-from cxrbox.model import HEADS, NORMS, STRIDES, FrozenBatchNorm2d, TopDownMerge, build_model
+from cxrbox.modeling.decode import decode_grid
+from cxrbox.modeling.model import (
+    HEADS,
+    NORMS,
+    STRIDES,
+    FrozenBatchNorm2d,
+    TopDownMerge,
+    build_model,
+)
 
 # Every (head, stride) a model can be built with: the pooled head has only its 1x1 grid.
 HEAD_STRIDES = [(h, s) for h in HEADS for s in STRIDES if h != "pooled" or s == 32]

@@ -1,7 +1,7 @@
 """TrainingMonitor: each alarm catches its planted fault, and a healthy step raises none.
 
-The monitor is driven as `cxrbox.train.train_step` drives it: observe_forward after the forward
-pass, observe_gradients after clipping, before_update / after_update around `opt.step()`.
+The monitor is driven as `cxrbox.engine.train.train_step` drives it: observe_forward after the
+forward pass, observe_gradients after clipping, before_update / after_update around `opt.step()`.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxrbox.decode import GridCoding
-from cxrbox.model import build_model
-from cxrbox.monitor import TrainingMonitor
-from cxrbox.objective import assign_targets, compute_loss
-from cxrbox.train import param_groups
+from cxrbox.engine.monitor import TrainingMonitor
+from cxrbox.engine.train import param_groups
+from cxrbox.modeling.decode import GridCoding
+from cxrbox.modeling.model import build_model
+from cxrbox.modeling.objective import assign_targets, compute_loss
 
 IMAGE_SIZE = 64  # a 2 x 2 grid
 GRID = IMAGE_SIZE // 32

@@ -9,11 +9,11 @@ import torch
 from hypothesis import assume, given
 from tests.strategies import box_tensors, normalized_boxes
 
-from cxrbox import losses
 from cxrbox.boxes import box_area
-from cxrbox.decode import GridCoding, decode_grid
 from cxrbox.errors import ConfigError
-from cxrbox.objective import LossWeights, assign_targets, compute_loss
+from cxrbox.modeling import losses
+from cxrbox.modeling.decode import GridCoding, decode_grid
+from cxrbox.modeling.objective import LossWeights, assign_targets, compute_loss
 from cxrbox.options import STRIDES
 
 # The grid side of each stride at the default 256 px: 16 (stride 16) and 8 (stride 32).

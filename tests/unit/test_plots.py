@@ -10,13 +10,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-import cxrbox.plots
+import cxrbox.engine.plots
 from cxrbox.cli import main
 from cxrbox.config import TrainConfig
-from cxrbox.plots import PLOTS_DIR, VAL_SAMPLES_NAME, write_plots
-from cxrbox.runlog import read_records
-from cxrbox.synthetic import write_rsna_like
-from cxrbox.train import train
+from cxrbox.data.synthetic.rsna_like import write_rsna_like
+from cxrbox.engine.plots import PLOTS_DIR, VAL_SAMPLES_NAME, write_plots
+from cxrbox.engine.runlog import read_records
+from cxrbox.engine.train import train
 
 EXPECTED = (
     "lr.png", "losses.png", "prediction_spread.png", "gradients.png", "val_predictions.png",
@@ -60,14 +60,14 @@ def test_training_writes_each_plot_with_content(run_dir, name):
 def drawn(run_dir) -> dict[str, Figure]:
     """The matplotlib figure behind each PNG that `write_plots(run_dir)` saves, by file name."""
     figures: dict[str, Figure] = {}
-    save = cxrbox.plots._save
+    save = cxrbox.engine.plots._save
 
     def capture(fig: Figure, path: Path) -> Path:
         figures[Path(path).name] = fig
         return save(fig, path)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cxrbox.plots, "_save", capture)
+        patch.setattr(cxrbox.engine.plots, "_save", capture)
         write_plots(run_dir)
     return figures
 

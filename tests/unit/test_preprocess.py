@@ -1,4 +1,4 @@
-"""cxrbox.preprocess: the one DICOM-to-input path, shared by the cache and the dataset."""
+"""cxrbox.data.preprocess: the one DICOM-to-input path, shared by the cache and the dataset."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from tests.dicom_factory import make_dicom
 
-from cxrbox.cache import ImageCache, build_cache
+from cxrbox.data.cache import ImageCache, build_cache
+from cxrbox.data.preprocess import load_model_image, resize_to_uint8, to_uint8, to_unit_float
 from cxrbox.errors import InputValueError
-from cxrbox.preprocess import load_model_image, resize_to_uint8, to_uint8, to_unit_float
 
 
 def test_load_model_image_resizes_rounds_and_reports_the_original_size(tmp_path):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cxrbox.loaders import EpochShuffleSampler
-from cxrbox.resume import step_checkpoint_due
+from cxrbox.data.loaders import EpochShuffleSampler
+from cxrbox.engine.resume import step_checkpoint_due
 
 
 def test_sampler_start_skips_the_consumed_prefix_of_the_same_permutation():

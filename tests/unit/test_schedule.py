@@ -1,4 +1,4 @@
-"""cxrbox.schedule: warmup + cosine per optimizer step, exact against `lr_curve`."""
+"""cxrbox.engine.schedule: warmup + cosine per optimizer step, exact against `lr_curve`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cxrbox.engine.schedule import audit_lr_curve, build_scheduler, lr_at_step, lr_curve
 from cxrbox.errors import ConfigError
-from cxrbox.schedule import audit_lr_curve, build_scheduler, lr_at_step, lr_curve
 
 BASE_LRS = (1e-3, 0.1)  # two param groups with different base LRs
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cxrbox.data.loaders import EpochShuffleSampler, ShardSampler
 from cxrbox.errors import DataError
-from cxrbox.loaders import EpochShuffleSampler, ShardSampler
 
 
 def _shards(n: int, world_size: int, epoch: int = 0, seed: int = 3) -> list[list[int]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cxrbox.errors import ConfigError
-from cxrbox.speedgate import SpeedMeasurement, compare
+from cxrbox.speed.gate import SpeedMeasurement, compare
 
 
 def _measured(*step_seconds: float, image_size: int = 128) -> SpeedMeasurement:

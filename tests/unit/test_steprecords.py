@@ -9,11 +9,11 @@ import traceback
 import pytest
 import torch
 
-from cxrbox.bench import random_batch
 from cxrbox.config import TrainConfig
+from cxrbox.engine.steprecords import PENDING_KEY, PendingSteps
+from cxrbox.engine.train import build_state, train_step
 from cxrbox.errors import NonFiniteLossError
-from cxrbox.steprecords import PENDING_KEY, PendingSteps
-from cxrbox.train import build_state, train_step
+from cxrbox.speed.bench_train import random_batch
 
 
 def _record(step: int, loss: float) -> dict:

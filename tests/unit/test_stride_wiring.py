@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxrbox.bench import random_batch, training_flops_per_image
 from cxrbox.config import TrainConfig
-from cxrbox.own_detector import own_detector
-from cxrbox.train import build_state, train_step
+from cxrbox.diagnostics.own_detector import own_detector
+from cxrbox.engine.train import build_state, train_step
+from cxrbox.speed.bench_train import random_batch, training_flops_per_image
 
 CONFIG = TrainConfig(image_size=64, batch_size=2, width=0.25, channels_last=False, stride=32)
 

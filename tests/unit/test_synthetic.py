@@ -1,4 +1,4 @@
-"""cxrbox.synthetic: determinism, RSNA layout and DICOM headers, label statistics, realism."""
+"""cxrbox.data.synthetic.rsna_like: determinism, RSNA layout, DICOM headers, labels, realism."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from cxrbox.dicom import load_pixels
-from cxrbox.errors import DataError, InputValueError
-from cxrbox.labels import read_rsna_labels
-from cxrbox.synthetic import (
+from cxrbox.data.dicom import load_pixels
+from cxrbox.data.labels import read_rsna_labels
+from cxrbox.data.synthetic.anatomy import Radiograph, render_radiograph
+from cxrbox.data.synthetic.rsna_like import (
     IMAGES_DIRNAME,
     LABELS_FILENAME,
     SyntheticSummary,
@@ -28,7 +28,7 @@ from cxrbox.synthetic import (
     plan_patients,
     write_rsna_like,
 )
-from cxrbox.synthetic_anatomy import Radiograph, render_radiograph
+from cxrbox.errors import DataError, InputValueError
 
 SIZE = 128  # written data sets: small, so the tests stay fast
 N_FILES, SEED = 6, 11

@@ -12,9 +12,9 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from cxrbox.cli import main
-from cxrbox.plots import VAL_SAMPLES_NAME
-from cxrbox.runlog import JSONL_NAME, RunLog
-from cxrbox.tensorboard_sink import ALARMS_TAG, VAL_IMAGE_TAG, TensorBoardSink
+from cxrbox.engine.plots import VAL_SAMPLES_NAME
+from cxrbox.engine.runlog import JSONL_NAME, RunLog
+from cxrbox.engine.tensorboard_sink import ALARMS_TAG, VAL_IMAGE_TAG, TensorBoardSink
 
 STEP = {"epoch": 1, "step": 4, "loss": 0.5, "lr": 1e-3, "grad_clipped": True, "layers": {"a": 1}}
 EPOCH = {"epoch": 2, "step": 7, "train_loss": 0.4, "val_mean_iou": 0.3, "seconds": 1.5}

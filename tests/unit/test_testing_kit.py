@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from cxrbox.boxes import elementwise_box_iou
 from cxrbox.errors import ConfigError
-from cxrbox.losses import giou_loss
+from cxrbox.modeling.losses import giou_loss
 from cxrbox.testing import (
     Detector,
     assert_boxes_follow_transforms,

@@ -1,4 +1,4 @@
-"""cxrbox.threshold: the one-pass sweep against filtering and re-scoring at every threshold."""
+"""cxrbox.evaluation.threshold: the one-pass sweep against re-scoring at every threshold."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from tests.reference_metrics import rsna_true_positives
 from tests.strategies import rsna_image
 
 from cxrbox.errors import InputValueError
-from cxrbox.metrics import RSNA_IOU_THRESHOLDS, rsna_map
-from cxrbox.threshold import SWEEP_THRESHOLDS, ThresholdSweep, sweep_score_thresholds
+from cxrbox.evaluation.metrics import RSNA_IOU_THRESHOLDS, rsna_map
+from cxrbox.evaluation.threshold import SWEEP_THRESHOLDS, ThresholdSweep, sweep_score_thresholds
 
 SCORE_BARS = [0.0, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]  # on, between and beyond the drawn scores
 

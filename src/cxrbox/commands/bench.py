@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gate = parser.add_argument_group(
         "speed gate",
         "score = median over rounds of fp32 matmul time / training step time, alternating in "
-        "this process (CPU: one thread, CPU time); see cxrbox.speedgate",
+        "this process (CPU: one thread, CPU time); see cxrbox.speed.gate",
     )
     gate.add_argument("--save-json", dest="save_json", metavar="PATH",
                       help="write this code's speed measurement (a baseline)")  # fmt: skip
@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxrbox.bench import benchmark_train_step, monitor_overhead
     from cxrbox.config import TrainConfig
+    from cxrbox.speed.bench_train import benchmark_train_step, monitor_overhead
 
     config = TrainConfig(
         device=args.device,
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_gate(args: argparse.Namespace, config) -> int:
-    from cxrbox.speedgate import SpeedMeasurement, compare, measure_speed
+    from cxrbox.speed.gate import SpeedMeasurement, compare, measure_speed
 
     baseline = SpeedMeasurement.load(args.compare) if args.compare else None
     measured = measure_speed(config.replace(compile=args.compile), rounds=args.rounds)

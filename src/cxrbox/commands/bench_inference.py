@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxrbox.bench_inference import benchmark_inference
-    from cxrbox.quantize import DEFAULT_SETTINGS, QuantSettings
+    from cxrbox.deploy.quantize import DEFAULT_SETTINGS, QuantSettings
+    from cxrbox.speed.bench_inference import benchmark_inference
 
     settings = (
         [

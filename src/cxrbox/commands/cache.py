@@ -31,11 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxrbox.cache import ImageCache, build_cache
-    from cxrbox.dicom import find_dicom_files
+    from cxrbox.data.cache import ImageCache, build_cache
+    from cxrbox.data.dicom import find_dicom_files
 
     if args.labels:
-        from cxrbox.labels import read_rsna_labels
+        from cxrbox.data.labels import read_rsna_labels
 
         patient_ids = list(read_rsna_labels(args.labels))
     else:

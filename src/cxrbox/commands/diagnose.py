@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from cxrbox.config import load_config
-    from cxrbox.diagnose import run_checklist
+    from cxrbox.diagnostics.checklist import run_checklist
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.detector:

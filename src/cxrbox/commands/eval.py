@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrbox.unreadable import add_on_error_arguments
+from cxrbox.data.unreadable import add_on_error_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,11 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from cxrbox.dicom import find_dicom_files
-    from cxrbox.evaluate import evaluate, flat_metrics, folder_loader
-    from cxrbox.inference import describe_score_threshold, load_inference_model
-    from cxrbox.labels import read_rsna_labels
-    from cxrbox.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
+    from cxrbox.data.dicom import find_dicom_files
+    from cxrbox.data.labels import read_rsna_labels
+    from cxrbox.data.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
+    from cxrbox.deploy.inference import describe_score_threshold, load_inference_model
+    from cxrbox.evaluation.evaluate import evaluate, flat_metrics, folder_loader
 
     model, config, coding = load_inference_model(args.model, args.device)
     threshold_note = describe_score_threshold(

@@ -10,7 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export a checkpoint to ONNX (FP32, --int8) with a parity report",
         description="Export the network up to its raw head output [B, 5, Hg, Wg] (dynamic "
-        "batch; decode stays in cxrbox.decode) with the metadata to preprocess and decode it. "
+        "batch; decode stays in cxrbox.modeling.decode) with the metadata to preprocess and "
+        "decode it. "
         "--int8 adds a statically quantized model (ONNX Runtime, QDQ, per-channel) calibrated "
         "on the run's training images. Prints a parity report (PyTorch vs ONNX FP32 vs int8 on "
         "the validation set) and writes it as OUT.report.json and OUT.report.png.",
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cxrbox.deploy import export_checkpoint
+    from cxrbox.deploy.pipeline import export_checkpoint
     from cxrbox.errors import ConfigError
 
     if not args.out.endswith(".onnx"):

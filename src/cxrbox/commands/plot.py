@@ -20,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from cxrbox.engine.plots import write_plots
+    from cxrbox.engine.runlog import JSONL_NAME
     from cxrbox.errors import DataError
-    from cxrbox.plots import write_plots
-    from cxrbox.runlog import JSONL_NAME
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

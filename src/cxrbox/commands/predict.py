@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrbox.unreadable import add_on_error_arguments
+from cxrbox.data.unreadable import add_on_error_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,11 +31,11 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from cxrbox.decode import to_rsna_prediction_string
-    from cxrbox.dicom import find_dicom_files
-    from cxrbox.evaluate import folder_loader, predict_batches
-    from cxrbox.inference import describe_score_threshold, load_inference_model
-    from cxrbox.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
+    from cxrbox.data.dicom import find_dicom_files
+    from cxrbox.data.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
+    from cxrbox.deploy.inference import describe_score_threshold, load_inference_model
+    from cxrbox.evaluation.evaluate import folder_loader, predict_batches
+    from cxrbox.modeling.decode import to_rsna_prediction_string
 
     model, config, coding = load_inference_model(args.model, args.device)
     threshold = config.score_threshold if args.score_threshold is None else args.score_threshold

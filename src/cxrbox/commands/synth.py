@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxrbox.synthetic import write_rsna_like
+    from cxrbox.data.synthetic.rsna_like import write_rsna_like
 
     summary = write_rsna_like(
         args.out,

@@ -109,16 +109,16 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from cxrbox.config import load_config
-    from cxrbox.report import print_training_summary
-    from cxrbox.train import train
+    from cxrbox.engine.report import print_training_summary
+    from cxrbox.engine.train import train
 
     config = load_config(args.config, {name: getattr(args, name) for name in OVERRIDES})
     if args.nproc > 1:
-        from cxrbox.launch import launch_local
+        from cxrbox.engine.launch import launch_local
 
         result = launch_local(args.nproc, config, args.resume, progress=not args.quiet)
     else:
-        from cxrbox import distributed
+        from cxrbox.engine import distributed
 
         distributed.configure_rank_logging()  # under torchrun this process is one rank
         try:

@@ -42,12 +42,12 @@ def pick_patients(labels: dict, n: int, seed: int) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from cxrbox.augment import build_transforms
-    from cxrbox.data import RSNADataset, count_label_problems
-    from cxrbox.dataviz import draw_contact_sheet
-    from cxrbox.dicom import find_dicom_files, read_image_size
+    from cxrbox.data.augment import build_transforms
+    from cxrbox.data.dataset import RSNADataset, count_label_problems
+    from cxrbox.data.dataviz import draw_contact_sheet
+    from cxrbox.data.dicom import find_dicom_files, read_image_size
+    from cxrbox.data.labels import read_rsna_labels
     from cxrbox.errors import DataError, InputValueError
-    from cxrbox.labels import read_rsna_labels
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.n < 1:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from cxrbox.boxes import xyxy_to_cxcywh
-from cxrbox.metrics import mean_iou
+from cxrbox.evaluation.metrics import mean_iou
 from cxrbox.testing.detector import Detector, Prediction
 from cxrbox.testing.result import CheckResult, raise_if_failed
 from cxrbox.testing.shifted import ShiftedCopies, shifted_copies

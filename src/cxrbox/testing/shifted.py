@@ -47,7 +47,7 @@ def shifted_copies(
     positions keep the box inside the image.
     """
     if source is None:
-        from cxrbox.synthetic_anatomy import render_radiograph
+        from cxrbox.data.synthetic.anatomy import render_radiograph
 
         radiograph = render_radiograph(np.random.default_rng(seed), image_size, n_opacities=1)
         pixels, first_box = radiograph.pixels, radiograph.boxes[:1]  # [S, S] uint8, [1, 4]

@@ -10,8 +10,8 @@ import albumentations as A
 import numpy as np
 import torch
 
-from cxrbox.augment import apply_transforms
 from cxrbox.boxes import box_iou
+from cxrbox.data.augment import apply_transforms
 from cxrbox.testing.result import CheckResult, raise_if_failed
 
 

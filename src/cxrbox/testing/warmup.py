@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from cxrbox.schedule import audit_lr_curve
+from cxrbox.engine.schedule import audit_lr_curve
 from cxrbox.testing.detector import SchedulerFactory
 from cxrbox.testing.result import CheckResult, raise_if_failed
 
@@ -41,7 +41,7 @@ def check_warmup_hands_over(
     """Build the scheduler on `optimizer` (default: SGD, one group per `base_lrs`), step it
     `total_steps` times dry and audit every group's curve: monotonic warmup over
     `warmup_steps`, peak = the group's base LR, no jump at the hand-over, then non-increasing
-    (`cxrbox.schedule.audit_lr_curve`; with `min_lr_ratio`, also step by step against linear
+    (`cxrbox.engine.schedule.audit_lr_curve`; with `min_lr_ratio`, also step by step against linear
     warmup + cosine to that floor)."""
     if optimizer is None:
         groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in base_lrs]

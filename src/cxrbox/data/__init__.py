@@ -1,0 +1,1 @@
+"""Disk to batches: DICOM, RSNA labels, preprocessing, cache, augmentation, datasets, loaders."""

@@ -1,0 +1,65 @@
+"""Folders with some unreadable DICOMs: `cxrbox predict` / `cxrbox eval --on-error skip`.
+
+`--on-error fail` (the default) stops at the first unreadable file with a DicomError naming it
+(exit code 2), as training does: metrics over a silently smaller set, or a submission with
+missing rows, are worse than a stop. `--on-error skip` first decodes every file once (one extra
+decode per image), goes on without the unreadable ones, lists them with their reason in a CSV
+sidecar (patientId,path,reason), counts them in the summary and exits with SKIPPED_EXIT_CODE.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxrbox.errors import DicomError
+
+ON_ERROR_CHOICES = ("fail", "skip")
+SKIPPED_EXIT_CODE = 3  # success, but some files were skipped (2: an error stopped the command)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    patient_id: str
+    path: Path
+    reason: str
+
+
+def find_unreadable(files: Mapping[str, Path], intensity: str) -> list[Skipped]:
+    """Decode each file of `files` (patientId -> path); the ones that raise DicomError."""
+    from cxrbox.data.dicom import load_pixels  # here, so that `cxrbox --help` does not load pydicom
+
+    skipped = []
+    for patient_id, path in files.items():
+        try:
+            load_pixels(path, intensity=intensity)
+        except DicomError as exc:
+            skipped.append(Skipped(patient_id, Path(path), str(exc)))
+    return skipped
+
+
+def write_skipped(path: str | Path, skipped: list[Skipped]) -> Path:
+    """Write the sidecar CSV (patientId,path,reason); returns its path."""
+    path = Path(path)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["patientId", "path", "reason"])
+        writer.writerows([s.patient_id, str(s.path), s.reason] for s in skipped)
+    return path
+
+
+def add_on_error_arguments(parser, default_sidecar: str) -> None:  # type: ignore[no-untyped-def]
+    """`--on-error` and `--skipped` for a command that reads a folder of DICOMs."""
+    parser.add_argument(
+        "--on-error",
+        dest="on_error",
+        choices=ON_ERROR_CHOICES,
+        default="fail",
+        help="unreadable DICOM: stop naming it (fail, default) or go on without it (skip: "
+        f"listed in --skipped, exit code {SKIPPED_EXIT_CODE})",
+    )
+    parser.add_argument(
+        "--skipped", help=f"CSV of skipped files with reasons (default {default_sidecar})"
+    )

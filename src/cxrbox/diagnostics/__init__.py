@@ -1,0 +1,1 @@
+"""`cxrbox diagnose`: the stall checklist on cxrbox's own model and data."""

@@ -1,0 +1,1 @@
+"""Scoring predictions: IoU and RSNA metrics, the score-threshold sweep, model evaluation."""

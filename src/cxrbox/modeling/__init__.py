@@ -1,0 +1,1 @@
+"""The network and its loss: the model, grid decode, target assignment and the box losses."""

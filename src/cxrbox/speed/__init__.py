@@ -1,0 +1,1 @@
+"""Speed: the training-step benchmark, the speed gate and the inference benchmark."""
