@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from cxrbox.errors import ConfigError
-from cxrbox.modeling.model import HEADS, NORMS, STRIDE, check_head_stride
-from cxrbox.modeling.objective import IOU_LOSSES
-from cxrbox.options import DEFAULT_STRIDE, INTENSITY_RULES
+from cxrbox.options import (
+    BACKBONE_STRIDE,
+    DEFAULT_STRIDE,
+    HEADS,
+    INTENSITY_RULES,
+    IOU_LOSS_NAMES,
+    NORMS,
+    STRIDES,
+)
 
 DEFAULT_SYNTHETIC_DIR = Path.home() / ".cache" / "cxrbox" / "synthetic"
 
@@ -108,7 +114,7 @@ class TrainConfig:
         _check_choice("head", self.head, HEADS)
         _check_choice("norm", self.norm, NORMS)
         check_head_stride(self.head, self.stride)
-        _check_choice("iou_loss", self.iou_loss, tuple(IOU_LOSSES))
+        _check_choice("iou_loss", self.iou_loss, IOU_LOSS_NAMES)
         _check_choice("device", self.device.split(":")[0], ("cpu", "cuda"))
         _check_choice("intensity", self.intensity, INTENSITY_RULES)
         if self.image_size <= 0 or self.image_size % 32:
@@ -168,7 +174,7 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainCon
 # What a run saved before a field existed did: its model has stride 32, it kept no EMA and its
 # score threshold was the fixed one. Today's defaults may differ.
 SAVED_BEFORE_FIELD_EXISTED: dict[str, Any] = {
-    "stride": STRIDE,
+    "stride": BACKBONE_STRIDE,
     "ema": False,
     "tune_score_threshold": False,
 }
@@ -204,3 +210,14 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def check_head_stride(head: str, stride: int) -> None:
+    """ConfigError unless `stride` is in STRIDES and `head` has a grid of that stride."""
+    if stride not in STRIDES:
+        raise ConfigError(f"stride must be one of {STRIDES}, got {stride!r}")
+    if head == "pooled" and stride != BACKBONE_STRIDE:
+        raise ConfigError(
+            f"stride {stride} needs a grid head: the pooled head has a 1x1 grid; "
+            f"use head 'grid' or 'coordconv', or stride {BACKBONE_STRIDE}"
+        )

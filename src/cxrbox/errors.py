@@ -1,7 +1,16 @@
 """The exception hierarchy: every error cxrbox raises on purpose derives from `CxrboxError`.
 
-Library code raises these; only the CLI turns them into exit codes.
+Library code raises these; only the CLI turns them into exit codes. `listed` shortens a list
+of names (patients, files) for a message.
 """
+
+from collections.abc import Sequence
+
+
+def listed(items: Sequence[str], limit: int = 5) -> str:
+    """The first `limit` items joined by commas, then how many more: "a, b, c (+7 more)"."""
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
 
 
 class CxrboxError(Exception):

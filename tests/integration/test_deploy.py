@@ -15,17 +15,17 @@ from cxrbox.cli import main
 from cxrbox.config import TrainConfig
 from cxrbox.data.labels import write_rsna_labels
 from cxrbox.data.loaders import resolve_splits
-from cxrbox.deploy.inference import load_inference_model, score_threshold_source
+from cxrbox.deploy.inference import load_inference_model, load_trained_model, score_threshold_source
 from cxrbox.deploy.onnx_export import export_onnx
 from cxrbox.deploy.onnx_model import OnnxModel
 from cxrbox.deploy.pipeline import export_checkpoint, int8_path
-from cxrbox.diagnostics.probes import shifted_copies
 from cxrbox.engine.checkpoint import load_checkpoint, save_checkpoint
 from cxrbox.engine.train import train
 from cxrbox.errors import ModelFileError
-from cxrbox.evaluation.evaluate import evaluate, flat_metrics, folder_loader, load_trained_model
+from cxrbox.evaluation.evaluate import evaluate, flat_metrics, folder_loader
 from cxrbox.modeling.model import build_model
 from cxrbox.options import DEFAULT_INTENSITY
+from cxrbox.testing import shifted_copies
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,10 @@ import torch
 from cxrbox.config import TrainConfig
 from cxrbox.data.loaders import EpochShuffleSampler, build_loaders
 from cxrbox.data.synthetic.rsna_like import write_rsna_like
+from cxrbox.deploy.inference import load_trained_model
 from cxrbox.engine.runlog import read_records
 from cxrbox.engine.train import train
-from cxrbox.evaluation.evaluate import evaluate, flat_metrics, load_trained_model
+from cxrbox.evaluation.evaluate import evaluate, flat_metrics
 
 RUN_TIMEOUT_S = 300  # a 2-epoch 2-rank run takes ~50 s on 2 loaded cores
 

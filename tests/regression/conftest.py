@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cxrbox.config import TrainConfig
-from cxrbox.diagnostics.probes import ShiftedCopies, shifted_copies
+from cxrbox.testing import ShiftedCopies, shifted_copies
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ number carries its reason; `cxrbox diagnose` uses the same ones."""
 
 from __future__ import annotations
 
-from cxrbox.diagnostics.probes import DEFAULT_OVERFIT_STEPS, DEFAULT_OVERFIT_THRESHOLDS
+from cxrbox.testing import DEFAULT_OVERFIT_THRESHOLDS
+from cxrbox.testing.learning import DEFAULT_OVERFIT_STEPS
 
 # 8 fitted images + 8 held-out positions at 128 px (a 4x4 grid), 60 steps of the default
 # config. Measured (grid head): loss falls to ~5 % of its start, fitted mean IoU ~0.9, held-out

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from cxrbox.deploy.parity import Int8Deployer
-from cxrbox.diagnostics.probes import check_position_sensitivity, shifted_copies
+from cxrbox.diagnostics.probes import check_position_sensitivity
 from cxrbox.evaluation.metrics import mean_iou
 from cxrbox.modeling.decode import decode_detections
 from cxrbox.modeling.model import STRIDE
+from cxrbox.testing import shifted_copies
 
 pytestmark = pytest.mark.gate
 

@@ -116,7 +116,7 @@ def test_a_checkpoint_loads_the_stride_it_was_saved_with_and_32_without_one(
     tmp_path, saved, expected
 ):
     from cxrbox.config import TrainConfig
-    from cxrbox.evaluation.evaluate import load_trained_model
+    from cxrbox.deploy.inference import load_trained_model
     from cxrbox.modeling.model import build_model
 
     config = TrainConfig(width=0.25, channels_last=False, stride=saved or 32).to_dict()

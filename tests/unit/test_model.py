@@ -8,14 +8,8 @@ import torch
 
 from cxrbox.errors import ConfigError
 from cxrbox.modeling.decode import decode_grid
-from cxrbox.modeling.model import (
-    HEADS,
-    NORMS,
-    STRIDES,
-    FrozenBatchNorm2d,
-    TopDownMerge,
-    build_model,
-)
+from cxrbox.modeling.model import FrozenBatchNorm2d, TopDownMerge, build_model
+from cxrbox.options import HEADS, NORMS, STRIDES
 
 # Every (head, stride) a model can be built with: the pooled head has only its 1x1 grid.
 HEAD_STRIDES = [(h, s) for h in HEADS for s in STRIDES if h != "pooled" or s == 32]

@@ -60,14 +60,14 @@ def test_training_writes_each_plot_with_content(run_dir, name):
 def drawn(run_dir) -> dict[str, Figure]:
     """The matplotlib figure behind each PNG that `write_plots(run_dir)` saves, by file name."""
     figures: dict[str, Figure] = {}
-    save = cxrbox.engine.plots._save
+    save = cxrbox.engine.plots.save_figure
 
     def capture(fig: Figure, path: Path) -> Path:
         figures[Path(path).name] = fig
         return save(fig, path)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cxrbox.engine.plots, "_save", capture)
+        patch.setattr(cxrbox.engine.plots, "save_figure", capture)
         write_plots(run_dir)
     return figures
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrbox.data.unreadable import add_on_error_arguments
+from cxrbox.commands.arguments import add_on_error_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from cxrbox.options import DEFAULT_STRIDE, HEADS, IOU_LOSS_NAMES, NORMS, STRIDES
+
+if TYPE_CHECKING:  # the CLI imports torch only when a command runs
+    from cxrbox.engine.train import TrainResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -109,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from cxrbox.config import load_config
-    from cxrbox.engine.report import print_training_summary
     from cxrbox.engine.train import train
 
     config = load_config(args.config, {name: getattr(args, name) for name in OVERRIDES})
@@ -128,3 +131,28 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":
         print_training_summary(result)
     return 0
+
+
+def print_training_summary(result: TrainResult) -> None:
+    """Per-epoch table, the best epoch, the alarms raised, and where the outputs are."""
+    from cxrbox.engine.train import format_epoch
+
+    print(f"\ncxrbox train: {len(result.epochs)} epoch(s) -> {result.run_dir}")
+    for record in result.epochs:
+        print("  " + format_epoch(record))
+    if result.epochs:
+        best = max(result.epochs, key=lambda r: _finite_or(r["val_mean_iou"], -1.0))
+        print(
+            f"best epoch {best['epoch']}: val mean IoU {best['val_mean_iou']:.3f}, "
+            f"RSNA mAP {best['val_rsna_map']:.3f} (checkpoint {result.run_dir / 'best.pt'})"
+        )
+    if result.events:
+        names = sorted({e.name for e in result.events})
+        print(f"alarms raised: {len(result.events)} ({', '.join(names)}); see metrics.jsonl")
+    else:
+        print("alarms raised: none (no collapse, dead gradients, stalled updates)")
+    print(f"metrics: {result.run_dir / 'metrics.csv'}  plots: {result.run_dir / 'plots'}")
+
+
+def _finite_or(value: float, default: float) -> float:
+    return value if value == value else default

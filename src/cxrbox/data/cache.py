@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxrbox.errors import DataError, InputValueError
+from cxrbox.errors import DataError, InputValueError, listed
 from cxrbox.options import DEFAULT_INTENSITY
 
 FORMAT_VERSION = 1
-_MAX_LISTED = 5
 
 
 def default_cache_path(images_dir: str | Path, size: int) -> Path:
@@ -35,11 +34,6 @@ def default_cache_path(images_dir: str | Path, size: int) -> Path:
 def sidecar_path(cache_path: str | Path) -> Path:
     """`foo.npy` -> `foo.json`."""
     return Path(cache_path).with_suffix(".json")
-
-
-def _listed(items: Sequence[str]) -> str:
-    more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
-    return ", ".join(items[:_MAX_LISTED]) + more
 
 
 def decode_resized(
@@ -99,7 +93,7 @@ def build_cache(
     if missing:
         raise DataError(
             f"{images_dir}: {len(missing)} of {len(ids)} patients have no <patientId>.dcm file: "
-            f"{_listed(missing)}"
+            f"{listed(missing)}"
         )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_npy = out_path.with_name(out_path.name + ".partial.npy")
@@ -258,5 +252,5 @@ class ImageCache:
         if missing:
             raise DataError(
                 f"image cache {self.path} is stale: {len(missing)} of {len(ids)} patients are "
-                f"not in it: {_listed(missing)}; rebuild it with `cxrbox cache`"
+                f"not in it: {listed(missing)}; rebuild it with `cxrbox cache`"
             )

@@ -26,15 +26,13 @@ from cxrbox.data.cache import ImageCache
 from cxrbox.data.dicom import find_dicom_files
 from cxrbox.data.labels import count_out_of_bounds
 from cxrbox.data.preprocess import load_model_image, to_unit_float
-from cxrbox.errors import DataError, InputValueError
+from cxrbox.errors import DataError, InputValueError, listed
 from cxrbox.options import DEFAULT_INTENSITY
 
 if TYPE_CHECKING:
     import albumentations as A
 
 log = logging.getLogger("cxrbox.data.dataset")
-
-_MAX_LISTED = 5
 
 
 class Sample(NamedTuple):
@@ -78,11 +76,6 @@ class LabelProblems(NamedTuple):
     negative_height: int
     out_of_bounds: int
     unsized: int
-
-
-def _listed(items: Sequence[str]) -> str:
-    more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
-    return ", ".join(items[:_MAX_LISTED]) + more
 
 
 def _as_boxes(patient_id: str, boxes: object) -> np.ndarray:
@@ -156,7 +149,7 @@ class RSNADataset(Dataset):
         if missing:
             raise DataError(
                 f"{self.images_dir}: {len(missing)} of {len(self.patient_ids)} labelled patients "
-                f"have no <patientId>.dcm file: {_listed(missing)}"
+                f"have no <patientId>.dcm file: {listed(missing)}"
             )
         self.files = {pid: found[pid] for pid in self.patient_ids}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from cxrbox.boxes import denormalize_xyxy
 from cxrbox.data.dataset import Sample
 from cxrbox.errors import InputValueError
+from cxrbox.figures import pyplot, save_figure
 
 BOX_COLOR = "#ff3030"
 CELL_INCHES = 3.2
@@ -36,11 +37,9 @@ def draw_contact_sheet(
     samples: Sample.image [1, S, S] in [0, 1], Sample.boxes [K, 4] normalized xyxy.
     Returns the written path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    plt = pyplot()
 
     if not samples:
         raise InputValueError("draw_contact_sheet: no samples to draw")
@@ -74,9 +73,7 @@ def draw_contact_sheet(
             ax.set_title(sample_title(sample), fontsize=8)
         if title:
             fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_path, dpi=100)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return out_path
+        raise
+    return save_figure(fig, out_path, dpi=100)

@@ -190,10 +190,21 @@ def resolve_splits(config: TrainConfig) -> Splits:
     """The run's train and validation labels (given, or split by patient with the seed)."""
     source = resolve_data(config)
     labels = read_rsna_labels(source.labels)
-    if source.val_labels is not None and source.val_images is not None:
-        return Splits(source, labels, source.val_images, read_rsna_labels(source.val_labels))
-    train_labels, val_labels = split_by_patient(labels, config.val_fraction, config.seed)
-    return Splits(source, train_labels, source.images, val_labels)
+    val_images, given_val = source.images, None
+    if source.val_images is not None and source.val_labels is not None:
+        val_images, given_val = source.val_images, read_rsna_labels(source.val_labels)
+    train_labels, val_labels = train_val_labels(labels, given_val, config)
+    return Splits(source, train_labels, val_images, val_labels)
+
+
+def train_val_labels(
+    labels: dict[str, np.ndarray], val_labels: dict[str, np.ndarray] | None, config: TrainConfig
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(train, val) labels as the trainer builds them: the given validation labels, or a split
+    of `labels` by patient with the config's seed and val_fraction (DataError when empty)."""
+    if val_labels is not None:
+        return labels, val_labels
+    return split_by_patient(labels, config.val_fraction, config.seed)
 
 
 def build_loaders(config: TrainConfig, rank: int = 0, world_size: int = 1) -> Loaders:

@@ -48,18 +48,3 @@ def write_skipped(path: str | Path, skipped: list[Skipped]) -> Path:
         writer.writerow(["patientId", "path", "reason"])
         writer.writerows([s.patient_id, str(s.path), s.reason] for s in skipped)
     return path
-
-
-def add_on_error_arguments(parser, default_sidecar: str) -> None:  # type: ignore[no-untyped-def]
-    """`--on-error` and `--skipped` for a command that reads a folder of DICOMs."""
-    parser.add_argument(
-        "--on-error",
-        dest="on_error",
-        choices=ON_ERROR_CHOICES,
-        default="fail",
-        help="unreadable DICOM: stop naming it (fail, default) or go on without it (skip: "
-        f"listed in --skipped, exit code {SKIPPED_EXIT_CODE})",
-    )
-    parser.add_argument(
-        "--skipped", help=f"CSV of skipped files with reasons (default {default_sidecar})"
-    )

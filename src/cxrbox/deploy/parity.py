@@ -179,10 +179,10 @@ def top_box_agreement(fp32: list[ImagePrediction], int8: list[ImagePrediction]) 
 
 def write_report(report: dict[str, Any], json_path: Path, png_path: Path) -> None:
     """The JSON report and a PNG: metrics per model and FP32-vs-int8 top-box IoU."""
-    from cxrbox.engine.plots import _pyplot, _save
+    from cxrbox.figures import pyplot, save_figure
 
     json_path.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     names = list(report["models"])
     keys = ("mean_iou", "rsna_map", "precision", "recall")
@@ -200,7 +200,7 @@ def write_report(report: dict[str, Any], json_path: Path, png_path: Path) -> Non
         right.set_title("IoU of FP32 vs int8 top box per image")
     else:
         right.set_axis_off()
-    _save(fig, png_path)
+    save_figure(fig, png_path)
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrbox.deploy import parity
+from cxrbox.deploy.inference import load_trained_model
 from cxrbox.deploy.onnx_export import export_onnx
 from cxrbox.deploy.parity import (
     Int8Deployer,
@@ -22,7 +23,7 @@ from cxrbox.deploy.parity import (
     write_report,
 )
 from cxrbox.deploy.quantize import DEFAULT_SETTINGS, QuantSettings, quantize_int8
-from cxrbox.evaluation.evaluate import folder_loader, load_trained_model
+from cxrbox.evaluation.evaluate import folder_loader
 
 
 @dataclass

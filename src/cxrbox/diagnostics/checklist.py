@@ -31,25 +31,27 @@ from torch import Tensor
 
 from cxrbox.config import TrainConfig
 from cxrbox.data.augment import build_transforms, clip_input_boxes
-from cxrbox.data.dataset import RSNADataset, collate_samples, count_label_problems, split_by_patient
+from cxrbox.data.dataset import RSNADataset, collate_samples, count_label_problems
 from cxrbox.data.dicom import find_dicom_files, read_image_size
 from cxrbox.data.labels import read_rsna_labels
-from cxrbox.data.loaders import DataSource, resolve_data
+from cxrbox.data.loaders import DataSource, resolve_data, train_val_labels
 from cxrbox.diagnostics.probes import (
-    DEFAULT_OVERFIT_STEPS,
-    DEFAULT_OVERFIT_THRESHOLDS,
-    CheckResult,
-    ShiftedCopies,
-    Status,
     check_box_sync,
     check_gradient_flow,
     check_lr_schedule,
     check_optimizer_step,
     check_overfit,
     check_position_sensitivity,
+)
+from cxrbox.errors import DataError, DicomError, listed
+from cxrbox.testing import (
+    DEFAULT_OVERFIT_THRESHOLDS,
+    CheckResult,
+    ShiftedCopies,
+    Status,
     shifted_copies,
 )
-from cxrbox.errors import DataError, DicomError
+from cxrbox.testing.learning import DEFAULT_OVERFIT_STEPS
 
 CHECK_NAMES = (
     "labels", "box_sync", "position_sensitivity", "optimizer_step", "gradient_flow",
@@ -101,18 +103,6 @@ def load_checklist_data(config: TrainConfig) -> ChecklistData:
     )
 
 
-def _listed(items: list[str]) -> str:
-    more = f" (+{len(items) - _LISTED} more)" if len(items) > _LISTED else ""
-    return ", ".join(items[:_LISTED]) + more
-
-
-def _split(data: ChecklistData, config: TrainConfig) -> tuple[dict, dict]:
-    """(train, val) labels as the trainer builds them; raises DataError for an empty split."""
-    if data.val_labels is not None:
-        return data.labels, data.val_labels
-    return split_by_patient(data.labels, config.val_fraction, config.seed)
-
-
 def check_labels(
     data: ChecklistData, config: TrainConfig, max_sized: int = MAX_SIZED_FILES
 ) -> CheckResult:
@@ -150,7 +140,7 @@ def check_labels(
     )
     n_degenerate = problems.negative_width + problems.negative_height + zero_size
     try:
-        train, val = _split(data, config)
+        train, val = train_val_labels(data.labels, data.val_labels, config)
         overlap = sorted(set(train) & set(val))
         split_error = None
     except DataError as exc:
@@ -172,11 +162,17 @@ def check_labels(
     )
     failures = []
     if missing:
-        failures.append(f"{len(missing)} labelled patients have no DICOM: {_listed(missing)}")
+        failures.append(
+            f"{len(missing)} labelled patients have no DICOM: {listed(missing, _LISTED)}"
+        )
     if unreadable:
-        failures.append(f"{len(unreadable)} unreadable DICOM headers: {_listed(unreadable)}")
+        failures.append(
+            f"{len(unreadable)} unreadable DICOM headers: {listed(unreadable, _LISTED)}"
+        )
     if overlap:
-        failures.append(f"{len(overlap)} patients in both train and val: {_listed(overlap)}")
+        failures.append(
+            f"{len(overlap)} patients in both train and val: {listed(overlap, _LISTED)}"
+        )
     if split_error:
         failures.append(split_error)
     cautions = []
@@ -350,7 +346,7 @@ def run_checklist(
 
     def lr_schedule() -> CheckResult:
         try:
-            n_train = len(_split(data, config)[0])
+            n_train = len(train_val_labels(data.labels, data.val_labels, config)[0])
         except DataError:
             n_train = len(data.labels)
         steps = steps_per_epoch(n_train, config.batch_size)

@@ -26,26 +26,13 @@ from cxrbox.modeling.model import STRIDE
 from cxrbox.testing import clipped, learning, parameters, warmup
 from cxrbox.testing import transforms as box_transforms
 from cxrbox.testing.learning import (
-    DEFAULT_OVERFIT_STEPS,
-    DEFAULT_OVERFIT_THRESHOLDS,
-    POSITION_MIN_CORRELATION,
-    POSITION_MIN_HELDOUT_IOU,
     OverfitResult,
     OverfitThresholds,
 )
-from cxrbox.testing.result import CheckResult, Status
-from cxrbox.testing.shifted import ShiftedCopies, shifted_copies
+from cxrbox.testing.result import CheckResult
+from cxrbox.testing.shifted import ShiftedCopies
 
 __all__ = [
-    "DEFAULT_OVERFIT_STEPS",
-    "DEFAULT_OVERFIT_THRESHOLDS",
-    "POSITION_MIN_CORRELATION",
-    "POSITION_MIN_HELDOUT_IOU",
-    "CheckResult",
-    "OverfitResult",
-    "OverfitThresholds",
-    "ShiftedCopies",
-    "Status",
     "check_box_sync",
     "check_gradient_flow",
     "check_loss_coordinates",
@@ -55,8 +42,6 @@ __all__ = [
     "check_position_sensitivity",
     "dry_run_lr_curves",
     "overfit",
-    "probe_config",
-    "shifted_copies",
 ]
 
 

@@ -23,18 +23,10 @@ from typing import Any
 import numpy as np
 
 from cxrbox.engine.runlog import read_records
+from cxrbox.figures import pyplot, save_figure
 
 VAL_SAMPLES_NAME = "val_samples.npz"
 PLOTS_DIR = "plots"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -45,15 +37,8 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nda
     return np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return path
-
-
 def plot_lr(steps: list[dict], config: dict, out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     groups = sorted(k for k in steps[0] if k.startswith("lr_group")) if steps else []
     for key in groups or ["lr"]:
@@ -63,11 +48,11 @@ def plot_lr(steps: list[dict], config: dict, out: Path) -> Path:
         ax.axvline(warmup, color="grey", linestyle="--", label=f"end of warmup (step {warmup})")
     ax.set(title="Learning rate per step (linear warmup, then cosine)", xlabel="step", ylabel="LR")
     ax.legend()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_losses(steps: list[dict], epochs: list[dict], out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     for key in ("loss", "loss_objectness", "loss_iou", "loss_corner", "loss_center_size"):
         left.plot(
@@ -81,11 +66,11 @@ def plot_losses(steps: list[dict], epochs: list[dict], out: Path) -> Path:
         right.plot(ep, [r.get(key) for r in epochs], marker="o", label=label)
     right.set(title="Validation per epoch", xlabel="epoch", ylabel="score", ylim=(0, 1))
     right.legend()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_prediction_spread(steps: list[dict], collapse_std: float, out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for key in ("pred_cx_std", "pred_cy_std", "pred_w_std", "pred_h_std"):
         name = key.removeprefix("pred_").removesuffix("_std")
@@ -97,11 +82,11 @@ def plot_prediction_spread(steps: list[dict], collapse_std: float, out: Path) ->
         ylabel="std (normalized units)",
     )
     ax.legend()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_gradients(steps: list[dict], grad_clip: float, out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     left.plot(*_series(steps, "grad_norm"), label="total gradient norm (before clipping)")
     left.axhline(grad_clip, color="red", linestyle="--", label=f"clip level ({grad_clip})")
@@ -115,7 +100,7 @@ def plot_gradients(steps: list[dict], grad_clip: float, out: Path) -> Path:
         ylabel="relative update",
     )
     right.set_yscale("log")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def draw_val_epoch(
@@ -162,7 +147,7 @@ def plot_val_predictions(
     run_dir: Path, samples: list[dict], score_threshold: float, out: Path, columns: int = 4
 ) -> Path:
     """Rows: validation images; columns: epochs spread over the run (`draw_val_epoch` each)."""
-    plt = _pyplot()
+    plt = pyplot()
     data = np.load(run_dir / VAL_SAMPLES_NAME)
     images = data["images"]  # [n, S, S] uint8
     chosen = [
@@ -174,7 +159,7 @@ def plot_val_predictions(
         draw_val_epoch(axes[:, col], images, record, score_threshold)
         axes[0][col].set_title(f"epoch {record['epoch']}", fontsize=9)
     fig.suptitle(f"Validation images over epochs: {_val_caption(score_threshold)}")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def val_epoch_figure(
@@ -182,7 +167,7 @@ def val_epoch_figure(
 ):
     """One epoch's validation samples (`draw_val_epoch`) in a figure of `columns` images a row;
     `images`: [n, S, S] uint8. What the TensorBoard sink logs at each epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     n = images.shape[0]
     n_cols = max(1, min(columns, n))
     n_rows = max(1, -(-n // n_cols))
@@ -204,7 +189,7 @@ def best_epoch(epochs: list[dict]) -> dict | None:
 
 def plot_threshold_sweep(sweep: dict, config_threshold: float, out: Path) -> Path:
     """RSNA mAP, precision and recall against the score threshold of one validation."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label in (("rsna_map", "RSNA mAP"), ("precision", "precision"), ("recall", "recall")):
         ax.plot(sweep["thresholds"], sweep[key], marker=".", label=label)
@@ -221,7 +206,7 @@ def plot_threshold_sweep(sweep: dict, config_threshold: float, out: Path) -> Pat
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def write_plots(run_dir: str | Path) -> list[Path]:

@@ -50,7 +50,7 @@ from cxrbox.evaluation.evaluate import (
     predict_batches,
     rsna_map_above,
 )
-from cxrbox.evaluation.threshold import ThresholdSweep, sweep_score_thresholds
+from cxrbox.evaluation.threshold import ScoreThreshold, ThresholdSweep, sweep_score_thresholds
 from cxrbox.modeling.decode import GridCoding
 from cxrbox.modeling.model import BoxRegressor, build_model
 from cxrbox.modeling.objective import (
@@ -125,7 +125,7 @@ class TrainState:
     forward: Callable | None = None  # images -> (raw, features): DDP / compiled; None: the model
     ema: ModelEMA | None = None  # the averaged weights that validation and best.pt use
     # The score threshold checkpoints carry: tuned at the last validation, or the config's.
-    score_threshold: dict[str, Any] = field(default_factory=dict)
+    score_threshold: ScoreThreshold = ScoreThreshold(0.0)
 
     @property
     def eval_model(self) -> BoxRegressor:
@@ -173,13 +173,8 @@ def build_state(
     return TrainState(
         config, model, optimizer, scheduler, monitor, coding, weights, device,
         steps_per_epoch, warmup_steps, total_steps, world=world, forward=forward, ema=ema,
-        score_threshold=fixed_threshold(config),
+        score_threshold=ScoreThreshold.fixed(config.score_threshold),
     )  # fmt: skip
-
-
-def fixed_threshold(config: TrainConfig) -> dict[str, Any]:
-    """The checkpoint's threshold entry before any validation, or without tuning."""
-    return {"value": config.score_threshold, "tuned": False}
 
 
 def iou_ramp(state: TrainState) -> float:
@@ -322,7 +317,7 @@ def checkpoint_state(state: TrainState) -> dict[str, Any]:
         "world_size": state.world.world_size,
         "best_metric": state.best_metric,
         "config": state.config.to_dict(),
-        "score_threshold": dict(state.score_threshold),
+        "score_threshold": state.score_threshold.record(),
         **({} if state.ema is None else {"ema": state.ema.state_dict()}),
         "rng": capture_rng_state(),
         "monitor": {
@@ -342,7 +337,11 @@ def restore_state(state: TrainState, checkpoint: dict[str, Any]) -> None:
     state.epoch_step = checkpoint["epoch_step"]
     state.epoch_loss_sum = checkpoint["epoch_loss_sum"]
     state.best_metric = checkpoint["best_metric"]
-    state.score_threshold = checkpoint.get("score_threshold", fixed_threshold(state.config))
+    state.score_threshold = (
+        ScoreThreshold.from_record(checkpoint["score_threshold"], "the checkpoint")
+        if "score_threshold" in checkpoint
+        else ScoreThreshold.fixed(state.config.score_threshold)
+    )
     if state.ema is not None:
         if "ema" not in checkpoint:
             raise CheckpointError(
@@ -440,8 +439,8 @@ def train(
             state.epoch, state.epoch_step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
             sweep = score_threshold_sweep(predictions)
             if config.tune_score_threshold:
-                state.score_threshold = tuned_threshold(sweep, state.epoch)
-            result = evaluate_image_predictions(predictions, state.score_threshold["value"])
+                state.score_threshold = ScoreThreshold.from_sweep(sweep, state.epoch)
+            result = evaluate_image_predictions(predictions, state.score_threshold.value)
             runlog.write("threshold_sweep", {"epoch": state.epoch, "step": state.global_step - 1,
                                              **sweep.record()})  # fmt: skip
             runlog.write("val_samples", val_sample_record(state, predictions))
@@ -450,7 +449,7 @@ def train(
                 "step": state.global_step - 1,
                 "train_loss": train_loss,
                 **{f"val_{k}": v for k, v in flat_metrics(result).items()},
-                "val_score_threshold": state.score_threshold["value"],
+                "val_score_threshold": state.score_threshold.value,
                 "val_rsna_map_config_threshold": (
                     rsna_map_above(predictions, config.score_threshold)
                     if config.tune_score_threshold
@@ -486,17 +485,6 @@ def score_threshold_sweep(predictions: list) -> ThresholdSweep:
     )
 
 
-def tuned_threshold(sweep: ThresholdSweep, epoch: int) -> dict[str, Any]:
-    """The checkpoint's threshold entry: the sweep's best, where it was chosen."""
-    return {
-        "value": sweep.best_threshold,
-        "tuned": True,
-        "epoch": epoch,
-        "rsna_map": sweep.best_rsna_map,
-        "n_images": sweep.n_images,
-    }
-
-
 N_VAL_SAMPLES = 6
 
 
@@ -529,7 +517,7 @@ def val_sample_record(state: TrainState, predictions: list) -> dict[str, Any]:
         "boxes": [p.detections.boxes.tolist() for p in chosen],
         "scores": [p.detections.scores.tolist() for p in chosen],
         "truth": [p.truth.tolist() for p in chosen],
-        "score_threshold": state.score_threshold["value"],
+        "score_threshold": state.score_threshold.value,
     }
 
 

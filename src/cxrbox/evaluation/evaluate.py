@@ -20,13 +20,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import cxrbox.modeling.decode as decoding
-from cxrbox.config import TrainConfig, config_from_saved
+from cxrbox.config import TrainConfig
 from cxrbox.data.augment import build_transforms
 from cxrbox.data.dataset import RSNADataset, collate_samples
-from cxrbox.engine.checkpoint import load_checkpoint
 from cxrbox.evaluation.metrics import EvalResult, evaluate_predictions, rsna_map
 from cxrbox.modeling.decode import Detections, GridCoding
-from cxrbox.modeling.model import build_model
 
 
 @dataclass(frozen=True)
@@ -111,39 +109,6 @@ def flat_metrics(result: EvalResult) -> dict[str, float]:
         "n_images": result.n_images,
         **{f"std_{k}": v for k, v in result.prediction_std.items()},
     }
-
-
-def load_trained_model(
-    checkpoint_path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, TrainConfig, GridCoding]:
-    """Model (eval mode), its TrainConfig and decode coding from a `cxrbox train` checkpoint.
-
-    The model holds the EMA weights when the run kept them (`cxrbox.engine.ema`), else the raw ones;
-    the config's score_threshold is the checkpoint's (tuned on validation when it was).
-    """
-    state = load_checkpoint(checkpoint_path, map_location=device)
-    config = config_from_saved(state["config"], source=str(checkpoint_path))
-    model = build_model(config.head, config.norm, config.width, stride=config.stride).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model.load_state_dict(state["ema"]["weights"] if "ema" in state else state["model"])
-    model.eval()
-    threshold = state.get("score_threshold")
-    if threshold is not None:
-        config = config.replace(score_threshold=float(threshold["value"]))
-    coding = GridCoding(prior_w=config.prior_size, prior_h=config.prior_size)
-    return model, config, coding
-
-
-def score_threshold_source(checkpoint_path: str | Path) -> str:
-    """Where a checkpoint's score threshold came from, in words (for `eval` and `predict`)."""
-    threshold = load_checkpoint(checkpoint_path).get("score_threshold")
-    if threshold is None or not threshold.get("tuned"):
-        return "the training config's (not tuned on validation)"
-    return (
-        f"tuned on validation: best RSNA mAP {threshold['rsna_map']:.4f} on "
-        f"{threshold['n_images']} images at epoch {threshold['epoch']}"
-    )
 
 
 def folder_loader(

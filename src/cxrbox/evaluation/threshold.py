@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from cxrbox.errors import CheckpointError
 from cxrbox.evaluation.metrics import (
     RSNA_IOU_THRESHOLDS,
     BoxesLike,
@@ -32,7 +33,7 @@ from cxrbox.evaluation.metrics import (
     rsna_true_positive_prefixes,
 )
 
-__all__ = ["SWEEP_THRESHOLDS", "ThresholdSweep", "sweep_score_thresholds"]
+__all__ = ["SWEEP_THRESHOLDS", "ScoreThreshold", "ThresholdSweep", "sweep_score_thresholds"]
 
 # 0.05 .. 0.95 in steps of 0.05, written as exact decimals (see metrics.RSNA_IOU_THRESHOLDS).
 SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -120,3 +121,68 @@ def sweep_score_thresholds(
         recall=[float(v) for v in recall],
         n_images=len(preds),
     )
+
+
+@dataclass(frozen=True)
+class ScoreThreshold:
+    """The score threshold a checkpoint carries: the config's fixed one, or tuned on validation.
+
+    Stored in checkpoints as `record()`: {"value", "tuned"} and, when tuned, {"epoch",
+    "rsna_map", "n_images"} of the validation that chose it (the format of older checkpoints).
+    """
+
+    value: float
+    tuned: bool = False
+    epoch: int | None = None  # 1-based epoch whose validation chose it (tuned only)
+    rsna_map: float | None = None  # RSNA mAP at `value` on that validation (tuned only)
+    n_images: int | None = None  # validation images of that sweep (tuned only)
+
+    @classmethod
+    def fixed(cls, value: float) -> ScoreThreshold:
+        """The config's threshold, before any validation or without tuning."""
+        return cls(value=float(value))
+
+    @classmethod
+    def from_sweep(cls, sweep: ThresholdSweep, epoch: int) -> ScoreThreshold:
+        """The sweep's best threshold, chosen on the validation of `epoch`."""
+        return cls(sweep.best_threshold, True, epoch, sweep.best_rsna_map, sweep.n_images)
+
+    @classmethod
+    def from_record(cls, record: Any, source: str) -> ScoreThreshold:
+        """Read a checkpoint's `score_threshold` entry; CheckpointError naming `source` if bad."""
+        try:
+            if record.get("tuned"):
+                return cls(
+                    float(record["value"]),
+                    True,
+                    int(record["epoch"]),
+                    float(record["rsna_map"]),
+                    int(record["n_images"]),
+                )
+            return cls.fixed(float(record["value"]))
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(
+                f"{source}: its score_threshold entry {record!r} is not a threshold record "
+                "(expected {'value': float, 'tuned': bool, ...})"
+            ) from error
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-clean entry stored in checkpoints."""
+        if not self.tuned:
+            return {"value": self.value, "tuned": False}
+        return {
+            "value": self.value,
+            "tuned": True,
+            "epoch": self.epoch,
+            "rsna_map": self.rsna_map,
+            "n_images": self.n_images,
+        }
+
+    def source(self) -> str:
+        """Where the threshold came from, in words (for `eval` and `predict`)."""
+        if not self.tuned:
+            return "the training config's (not tuned on validation)"
+        return (
+            f"tuned on validation: best RSNA mAP {self.rsna_map:.4f} on "
+            f"{self.n_images} images at epoch {self.epoch}"
+        )

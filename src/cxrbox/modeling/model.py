@@ -22,25 +22,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from cxrbox.config import check_head_stride
 from cxrbox.errors import ConfigError
-from cxrbox.options import HEADS, NORMS, STRIDES
+from cxrbox.options import BACKBONE_STRIDE, HEADS, NORMS
 
 # The backbone's (coarsest) stride: input sides must be divisible by it, whatever the grid's.
-STRIDE = 32
+STRIDE = BACKBONE_STRIDE
 OUTPUT_CHANNELS = 5  # objectness, tx, ty, tw, th
 # Objectness bias at init: sigmoid(-4.6) = 0.01, the usual detector prior, so the empty cells
 # do not swamp the first steps with a large BCE.
 OBJECTNESS_PRIOR = 0.01
 # Channels per stage before the width multiplier: stem, then four downsampling stages.
 STAGE_CHANNELS = (16, 32, 64, 128, 256)
-
-HeadName = Literal["grid", "coordconv", "pooled"]
-NormName = Literal["batch", "group", "frozen_batch"]
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -233,17 +230,6 @@ def _check_input(images: Tensor) -> None:
         raise ConfigError(
             f"images must have shape [B, C, S, S] with S divisible by {STRIDE}, "
             f"got {tuple(images.shape)}"
-        )
-
-
-def check_head_stride(head: str, stride: int) -> None:
-    """ConfigError unless `stride` is in STRIDES and `head` has a grid of that stride."""
-    if stride not in STRIDES:
-        raise ConfigError(f"stride must be one of {STRIDES}, got {stride!r}")
-    if head == "pooled" and stride != STRIDE:
-        raise ConfigError(
-            f"stride {stride} needs a grid head: the pooled head has a 1x1 grid; "
-            f"use head 'grid' or 'coordconv', or stride {STRIDE}"
         )
 
 

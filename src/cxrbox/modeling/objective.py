@@ -17,6 +17,7 @@ every branch (the original code mixed raw sigmoid centres with clipped corners).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,7 @@ from cxrbox.modeling import losses
 from cxrbox.modeling.decode import GridCoding, cell_of, decode_grid
 from cxrbox.options import IOU_LOSS_NAMES
 
-IOU_LOSSES = dict(
+IOU_LOSSES: dict[str, Callable[..., torch.Tensor]] = dict(
     zip(IOU_LOSS_NAMES, (losses.giou_loss, losses.diou_loss, losses.ciou_loss), strict=True)
 )
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxrbox.deploy.inference import load_trained_model
 from cxrbox.deploy.onnx_export import export_onnx
 from cxrbox.deploy.onnx_model import OnnxModel
 from cxrbox.deploy.quantize import DEFAULT_SETTINGS, QuantSettings, quantize_int8
-from cxrbox.evaluation.evaluate import load_trained_model
 
 
 @dataclass(frozen=True)

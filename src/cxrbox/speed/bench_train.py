@@ -8,7 +8,6 @@ achieved GFLOP/s is compared with an fp32 matmul measured in the same run.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from torch import Tensor
 
 from cxrbox.config import TrainConfig
 from cxrbox.engine.train import build_state, train_step
+from cxrbox.speed.timing import no_tf32, synchronize
 
 
 @dataclass(frozen=True)
@@ -62,30 +62,15 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
     """fp32 (TF32 off) n x n matmul rate on `device`: the machine's practical compute ceiling."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
-    with _no_tf32():
+    with no_tf32():
         for _ in range(2):
             a @ b
-        _sync(device)
+        synchronize(device)
         started = time.perf_counter()
         for _ in range(repeats):
             a @ b
-        _sync(device)
+        synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
-
-
-@contextlib.contextmanager
-def _no_tf32():
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def training_flops_per_image(config: TrainConfig) -> float:
@@ -113,11 +98,11 @@ def benchmark_train_step(
         images = images.pin_memory()
     for _ in range(warmup):
         train_step(state, images, boxes)
-    _sync(device)
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
         train_step(state, images, boxes)
-    _sync(device)
+    synchronize(device)
     seconds = (time.perf_counter() - started) / steps
     flops = training_flops_per_image(config)
     images_per_s = config.batch_size / seconds
@@ -151,7 +136,7 @@ def monitor_overhead(config: TrainConfig, pairs: int = 12) -> float:
                 state.global_step += 1  # step 0 of a huge period would still be monitored
             started = time.perf_counter()
             train_step(state, images, boxes)
-            _sync(torch.device(config.device))
+            synchronize(torch.device(config.device))
             times[monitored].append(time.perf_counter() - started)
     on, off = (sorted(times[m])[pairs // 2] for m in (True, False))
     return on / off - 1.0

@@ -29,7 +29,8 @@ from torch import Tensor
 from cxrbox.config import TrainConfig
 from cxrbox.engine.train import build_state, train_step
 from cxrbox.errors import ConfigError
-from cxrbox.speed.bench_train import _no_tf32, _sync, random_batch
+from cxrbox.speed.bench_train import random_batch
+from cxrbox.speed.timing import no_tf32, synchronize
 
 GATE_VERSION = 1
 
@@ -102,7 +103,7 @@ def measure_speed(config: TrainConfig, rounds: int = 7, steps: int = 3) -> Speed
             for _ in range(steps):
                 started = clock()
                 train_step(state, images, boxes, defer=True)
-                _sync(device)
+                synchronize(device)
                 step.append(clock() - started)
             matmul.append(matmul_seconds(a, b, clock))
     finally:
@@ -114,11 +115,11 @@ def measure_speed(config: TrainConfig, rounds: int = 7, steps: int = 3) -> Speed
 
 def matmul_seconds(a: Tensor, b: Tensor, clock: Callable[[], float], repeats: int = 8) -> float:
     """Seconds (by `clock`) of `repeats` fp32 a @ b: the unit a step's time is measured in."""
-    with _no_tf32():
+    with no_tf32():
         started = clock()
         for _ in range(repeats):
             a @ b
-        _sync(a.device)
+        synchronize(a.device)
     return clock() - started
 
 
