@@ -28,8 +28,8 @@ def test_full_training_step(benchmark, image_size, batch_size):
     """Targets + forward + loss + backward + clipping + monitors + AdamW + scheduler."""
     state, images, boxes = _state_and_batch(image_size, batch_size)
     benchmark.extra_info["images_per_round"] = batch_size
-    record = benchmark(train_step, state, images, boxes)
-    assert record["loss"] == record["loss"]  # finite, not NaN
+    # train_step itself raises NonFiniteLossError on a NaN/Inf loss: nothing left to assert.
+    benchmark(train_step, state, images, boxes)
 
 
 @pytest.mark.benchmark(group="forward")

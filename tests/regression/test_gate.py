@@ -11,6 +11,8 @@ import pytest
 import torch
 from tests.regression.gate_config import OVERFIT_STEPS, THRESHOLDS
 
+from cxrbox.boxes import xyxy_to_cxcywh
+from cxrbox.diagnostics.own_detector import own_detector
 from cxrbox.diagnostics.probes import (
     check_box_sync,
     check_gradient_flow,
@@ -25,6 +27,9 @@ from cxrbox.diagnostics.probes import (
 from cxrbox.engine.train import build_state, train_step
 
 pytestmark = pytest.mark.gate
+
+# Held-out images whose predicted centre is nearest their own true centre, as a fraction.
+MIN_IDENTIFIED = 5 / 8
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +46,36 @@ def test_default_config_overfits_a_tiny_batch(grid_overfit):
     assert grid_overfit.numbers["mean_iou"] >= THRESHOLDS.min_mean_iou
 
 
-def test_predictions_stay_non_constant_after_overfitting(grid_overfit):
-    numbers = grid_overfit.numbers
-    assert numbers["centre_std"] >= THRESHOLDS.min_centre_std
-    assert numbers["follow_correlation"] >= THRESHOLDS.min_follow_correlation
-    assert numbers["heldout_spread_ratio"] >= THRESHOLDS.min_spread_ratio
+def heldout_top_centres(config, copies, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted, true) centres [B, 2] of the held-out images after `steps` overfit steps."""
+    detector = own_detector(config, steps)
+    torch.manual_seed(0)
+    model = detector.build()
+    optimizer = detector.optimizer(model)
+    for _ in range(steps):
+        detector.step(model, optimizer, copies.images, copies.boxes)
+    model.eval()
+    with torch.no_grad():
+        predictions = detector.predict(model, copies.heldout_images)
+    top = torch.stack([boxes[0] for boxes, _ in predictions]).double()
+    truth = torch.cat(copies.heldout_boxes).double()
+    return xyxy_to_cxcywh(top)[:, :2], xyxy_to_cxcywh(truth)[:, :2]
+
+
+@pytest.mark.parametrize(("head", "separate"), [("grid", True), ("pooled", False)])
+def test_predictions_stay_non_constant_after_overfitting(default_config, copies, head, separate):
+    """Each held-out image gets a box of its own, not only a batch with enough spread.
+
+    check_overfit judges the batch's spread and per-axis correlation, which a partial collapse
+    (several images on one box) can keep above their bars. Here each held-out image's predicted
+    centre must lie nearest to its OWN true centre (among the 8) for most images. Measured at
+    60 steps, seeds 0 and 1 of the shifted copies: grid 7/8 both, pooled 3/8 and 2/8.
+    """
+    predicted, true = heldout_top_centres(default_config.replace(head=head), copies, OVERFIT_STEPS)
+    nearest_truth = torch.cdist(predicted, true).argmin(dim=1)  # [B]
+    identified = int((nearest_truth == torch.arange(len(true))).sum())
+    verdict = identified >= MIN_IDENTIFIED * len(true)
+    assert verdict == separate, f"{head}: {identified}/{len(true)} images nearest their own box"
 
 
 def test_pooled_head_fails_the_variance_check(default_config, copies):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -90,3 +92,25 @@ def test_a_saved_config_from_before_ema_and_tuning_keeps_raw_weights_and_its_fix
     assert (old.ema, old.tune_score_threshold) == (False, False)
     assert TrainConfig().ema and TrainConfig().tune_score_threshold  # today's defaults
     assert config_from_saved({**saved, "ema": True}, "new.pt").ema
+
+
+IMPORT_CONFIG_AND_LIST_MODULES = (
+    "import json, sys, cxrbox.config; print(json.dumps(list(sys.modules)))"
+)
+
+
+def test_importing_the_config_loads_no_torch():
+    """`cxrbox.config` is the ground floor: a fresh interpreter that imports it has no torch."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, cxrbox.config; print(json.dumps(list(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    modules = set(json.loads(loaded))
+    assert "cxrbox.config" in modules
+    assert not {"torch", "numpy"} & modules, sorted({"torch", "numpy"} & modules)
