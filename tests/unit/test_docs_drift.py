@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+from collections.abc import Callable
 from functools import cache
 from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
@@ -163,13 +164,20 @@ def run_module_problem(dotted: str) -> str | None:
     """Why `python -m dotted` cannot run, or None."""
     spec, rest = _find_module(dotted)
     if rest:
-        return f"no module {dotted} (deepest found: {spec.name})"
+        return f"python -m: no module {dotted} (deepest found: {spec.name})"
     if spec.submodule_search_locations is not None:
         main = Path(spec.submodule_search_locations[0]) / "__main__.py"
-        return None if main.exists() else f"package {dotted} has no __main__.py"
+        return None if main.exists() else f"python -m: package {dotted} has no __main__.py"
     assert spec.origin is not None
     source = Path(spec.origin).read_text()
-    return None if '__name__ == "__main__"' in source else f"{dotted} has no __main__ guard"
+    guarded = '__name__ == "__main__"' in source
+    return None if guarded else f"python -m: {dotted} has no __main__ guard"
+
+
+def repository_file_problem(name: str) -> str | None:
+    """Why a file named in the docs is not in the repository (`cxrbox/...` is under src/)."""
+    path = ROOT / "src" / name if name.startswith("cxrbox/") else ROOT / name
+    return None if path.exists() else f"{name} does not exist"
 
 
 # The extraction itself: if it found nothing, the drift tests below would pass on any docs.
@@ -239,27 +247,24 @@ def test_every_flag_written_alone_in_the_docs_exists(doc):
     assert not stale, f"{doc}:\n" + "\n".join(stale)
 
 
+def _stale(doc: str, pattern: re.Pattern[str], problem: Callable[[str], str | None]) -> list[str]:
+    """`snippet`: why, for each match of `pattern` in the code of `doc` that has a problem."""
+    return [
+        f"`{snippet}`: {why}"
+        for where, snippet in _doc_snippets()
+        if where == doc
+        for found in pattern.findall(snippet)
+        if (why := problem(found))
+    ]
+
+
 @pytest.mark.parametrize("doc", [str(p.relative_to(ROOT)) for p in DOC_FILES])
 def test_every_cxrbox_module_path_in_the_docs_exists(doc):
-    stale = []
-    for where, snippet in _doc_snippets():
-        for dotted in DOTTED.findall(snippet) if where == doc else []:
-            problem = dotted_path_problem(dotted)
-            if problem:
-                stale.append(f"`{snippet}`: {problem}")
-        for dotted in RUN_MODULE.findall(snippet) if where == doc else []:
-            problem = run_module_problem(dotted)
-            if problem:
-                stale.append(f"`{snippet}`: python -m {problem}")
+    stale = _stale(doc, DOTTED, dotted_path_problem) + _stale(doc, RUN_MODULE, run_module_problem)
     assert not stale, f"{doc}:\n" + "\n".join(stale)
 
 
 @pytest.mark.parametrize("doc", [str(p.relative_to(ROOT)) for p in DOC_FILES])
 def test_every_repository_file_in_the_docs_exists(doc):
-    missing = []
-    for where, snippet in _doc_snippets():
-        for name in REPO_FILE.findall(snippet) if where == doc else []:
-            path = ROOT / "src" / name if name.startswith("cxrbox/") else ROOT / name
-            if not path.exists():
-                missing.append(f"`{snippet}`: {name} does not exist")
+    missing = _stale(doc, REPO_FILE, repository_file_problem)
     assert not missing, f"{doc}:\n" + "\n".join(missing)
