@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -53,7 +54,17 @@ def test_plain_tox_runs_everything_but_bench():
     parser = configparser.ConfigParser()
     parser.read(ROOT / "tox.ini")
     listed = {e.strip() for e in parser["tox"]["env_list"].split(",")}
-    assert listed == {"lint", "unit", "integration", "gate"}
+    assert listed == {"lint", "unit", "integration", "gate", "docs"}
+
+
+def test_docs_env_installs_the_docs_extra():
+    """The docs env skips installing the package (and torch), so it lists the extra's deps."""
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "tox.ini")
+    env_deps = {d.strip() for d in parser["testenv:docs"]["deps"].splitlines() if d.strip()}
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert env_deps == set(extra["docs"])
+    assert "mkdocs build --strict" in parser["testenv:docs"]["commands"]
 
 
 def _readme_commands() -> list[str]:

@@ -41,7 +41,7 @@ class QuantSettings:
         return f"{self.activations.upper()}{self.weights.upper()}{extra}{head}"
 
 
-# Measured on this project's AVX2-without-VNNI CPUs (README, Deploy): S8S8 and U8S8 saturate
+# Measured on this project's AVX2-without-VNNI CPUs (docs/results.md): S8S8 and U8S8 saturate
 # there (raw cosine to FP32 0.9946, top box moved on some images), U8U8 is accurate but no
 # faster than ONNX FP32; U8S8 with reduce_range is accurate (cosine 0.99998, mean IoU -0.002)
 # and 1.3-1.5x faster than ONNX FP32 at batch 16.

@@ -6,7 +6,7 @@ WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `init_from_env` joins that 
 raises instead of waiting forever. Without those variables the world is one process and every
 helper here is the identity: the single-process trainer runs the same code.
 
-Rules the trainer follows (see README "Many processes, GPUs and machines"):
+Rules the trainer follows (see docs/distributed.md):
 - global batch = per-rank batch x world size; the LR is NOT scaled (the loss is normalised over
   the global batch, so N ranks x B equals one process with N*B at the same LR);
 - gradients are averaged by DDP; the box branches' normaliser (positive cells) is all-reduced

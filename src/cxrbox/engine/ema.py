@@ -9,8 +9,8 @@ so the average follows the weights closely in the first few hundred steps (d_n n
 settles to `decay`. BatchNorm running statistics are averaged the same way
 as the weights, so they describe the averaged weights; integer buffers (BatchNorm's
 `num_batches_tracked`) are copied. Copying the live statistics instead was measured worse: on
-the README's learning set the copied-statistics average fell 0.128 val mean IoU below the
-raw weights at one epoch (README, "What it does on synthetic data").
+the learning set of docs/results.md the copied-statistics average fell 0.128 val mean IoU below
+the raw weights at one epoch (docs/results.md, "Learning in a 15-minute budget").
 
 Training never reads the average, so the training trajectory is the same with or without it;
 validation, `best.pt`, `eval`, `predict` and `export` use it. The checkpoint keeps both.

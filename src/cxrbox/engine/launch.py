@@ -3,7 +3,7 @@
 The agent (`torch.distributed.launcher.elastic_launch`, what `torchrun --standalone` runs)
 spawns N workers, each running `cxrbox.engine.train.train` as one rank. When a worker fails, the
 agent stops the others and this raises `TrainingError` with the failing rank's error; no restarts.
-For several machines use `torchrun` itself (README "Many processes, GPUs and machines").
+For several machines use `torchrun` itself (docs/distributed.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Each measurement is `rounds` rounds of [fp32 matmul, `steps` training steps, fp3
 one process; a round's score is (mean matmul seconds) / (mean step seconds) of that round, so
 the step is measured in units of the machine's speed at that moment, and a measurement's score
 is the median over its rounds (measured under load, this beat the ratio of the fastest matmul
-to the fastest step: see README "Speed gate"). On CPU the gate runs one thread and reads the
+to the fastest step: see docs/results.md). On CPU the gate runs one thread and reads the
 process's CPU time, which other processes do not inflate (they only delay it); on CUDA it reads
 wall time after a synchronize. `cxrbox bench --save-json` writes one;
 `cxrbox bench --compare BASELINE.json --max-slowdown 0.15` measures the code it runs with and
