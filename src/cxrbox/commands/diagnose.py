@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", help="RSNA label CSV (patientId,x,y,width,height,Target)")
     parser.add_argument("--head", choices=HEADS)
     parser.add_argument("--norm", choices=NORMS)
-    parser.add_argument("--config", help="TOML or JSON file of TrainConfig fields")
+    parser.add_argument("--config", help="TrainConfig fields in a .toml, .json, .yaml or .yml file")
     parser.add_argument("--json", action="store_true", help="print one JSON array of checks")
     parser.add_argument(
         "--quick", action="store_true", help="skip the two training probes (position, overfit)"

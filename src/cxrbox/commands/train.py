@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also log curves, alarms and validation images for TensorBoard into the run "
         "directory (`tensorboard --logdir runs/`); needs pip install 'cxrbox[tensorboard]'",
     )
-    parser.add_argument("--config", help="TOML or JSON file of TrainConfig fields")
+    parser.add_argument("--config", help="TrainConfig fields in a .toml, .json, .yaml or .yml file")
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
