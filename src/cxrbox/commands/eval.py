@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     sidecar = write_skipped(args.skipped or "cxrbox-eval-skipped.csv", skipped) if skipped else None
     code = SKIPPED_EXIT_CODE if skipped else 0
     loader = folder_loader(args.images, labels, config)
-    result = evaluate(model, loader, coding, config, args.device)
+    result = evaluate(model, loader, coding, config, args.device, progress="eval")
     metrics = flat_metrics(result)
     if args.json:
         std = {k: metrics.pop(f"std_{k}") for k in ("cx", "cy", "w", "h")}

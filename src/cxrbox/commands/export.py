@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+    import sys
     from pathlib import Path
 
     from cxrbox.deploy.pipeline import export_checkpoint
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out must end in .onnx, got {args.out}")
     if (args.calibration_images is None) != (args.calibration_labels is None):
         raise ConfigError("give --calibration-images and --calibration-labels together")
+    # The pipeline's phases and the calibration images used, on stderr (results on stdout).
+    logging.basicConfig(level=logging.INFO, format="cxrbox export: %(message)s", stream=sys.stderr)
     result = export_checkpoint(
         args.checkpoint,
         Path(args.out),

@@ -53,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
     with open(args.out, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["patientId", "PredictionString"])
-        for pred in predict_batches(model, loader, coding, config, args.device, threshold):
+        predictions = predict_batches(
+            model, loader, coding, config, args.device, threshold, progress="predict"
+        )
+        for pred in predictions:
             height, width = pred.orig_size
             writer.writerow(
                 [pred.patient_id, to_rsna_prediction_string(pred.detections, width, height)]
