@@ -92,12 +92,23 @@ def test_a_saved_config_from_before_ema_and_tuning_keeps_raw_weights_and_its_fix
     assert config_from_saved({**saved, "ema": True}, "new.pt").ema
 
 
-def test_a_string_for_an_integer_names_the_file_key_value_and_type(tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text('epochs = "ten"\n')
-    with pytest.raises(
-        ConfigError, match=r"c\.toml: epochs = 'ten' \(a string\): expected an integer"
-    ):
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        (
+            "c.toml",
+            'epochs = "ten"\n',
+            r"c\.toml: epochs = 'ten' \(a string\): expected an integer",
+        ),
+        ("c.json", "[1, 2]", r"c\.json: expected a table/mapping.*\[1, 2\] \(a list\)"),
+        ("run.cfg", "{}", r"run\.cfg.*'\.cfg'.*\.toml, \.json, \.yaml, \.yml"),
+    ],
+    ids=["string_for_an_integer", "not_a_mapping", "unknown_suffix"],
+)
+def test_a_refused_config_file_names_itself_and_what_was_wrong(tmp_path, name, text, expected):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
         load_config(path)
 
 
@@ -154,22 +165,6 @@ def test_malformed_yaml_is_a_one_line_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML: [^\n]*line 2") as info:
         load_config(path)
     assert "\n" not in str(info.value)
-
-
-def test_a_config_file_of_another_suffix_is_refused_naming_the_known_ones(tmp_path):
-    path = tmp_path / "run.cfg"
-    path.write_text("{}")
-    with pytest.raises(ConfigError, match=r"run\.cfg.*'\.cfg'.*\.toml, \.json, \.yaml, \.yml"):
-        load_config(path)
-
-
-def test_a_file_that_is_not_a_mapping_says_what_it_holds(tmp_path):
-    path = tmp_path / "c.json"
-    path.write_text("[1, 2]")
-    with pytest.raises(
-        ConfigError, match=r"c\.json: expected a table/mapping.*\[1, 2\] \(a list\)"
-    ):
-        load_config(path)
 
 
 @pytest.mark.parametrize(
