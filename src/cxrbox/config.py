@@ -199,7 +199,7 @@ def _describe_type(kind: Any) -> str:
 
 
 def _describe_value(value: Any) -> str:
-    """`value` and what it is: "'ten' (a string)", "1.5 (a number)"."""
+    """`value` and what it is: "'ten' (a string)", "1.5 (a float)"."""
     if isinstance(value, bool):
         what = "true or false"
     elif isinstance(value, numbers.Integral):
