@@ -2,7 +2,9 @@
 
 Each command module exposes `register(subparsers)` which adds its parser and sets
 `func(args) -> int`. Command modules import heavy libraries inside `func`, so `cxrbox --help`
-stays fast. Library errors (`CxrboxError`) become exit code 2 with a one-line message.
+stays fast. Library errors (`CxrboxError`) become exit code 2 with a one-line message, and so
+do operating-system errors on a file (a folder that cannot be written, a full disk): the file
+and the reason, not a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib
 import sys
 
 from cxrbox import __version__
+from cxrbox.commands.arguments import DefaultsHelpFormatter
 from cxrbox.errors import CxrboxError
 
 # Module names under cxrbox.commands, in the order `--help` lists them.
@@ -31,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"cxrbox.commands.{name}").register(subparsers)
+    for command in subparsers.choices.values():  # every option's help shows its default
+        command.formatter_class = DefaultsHelpFormatter
     return parser
 
 
@@ -44,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CxrboxError as exc:
         print(f"cxrbox {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:  # not about a file: a bug to report, with its traceback
+            raise
+        reason = exc.strerror or type(exc).__name__
+        print(f"cxrbox {args.command}: error: {exc.filename}: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cxrbox {args.command}: interrupted", file=sys.stderr)

@@ -1,14 +1,32 @@
 """The training configuration: one frozen dataclass, loaded from a file, overridden from the CLI.
 
-Files are TOML (`.toml`) or JSON (`.json`) with the field names below as keys. The resolved
-configuration is written to `<run dir>/config.json` so every run records what it ran with.
+Files are TOML (`.toml`), JSON (`.json`) or YAML (`.yaml`, `.yml`) with the field names below
+as keys; any other suffix is refused. The resolved configuration is written to
+`<run dir>/config.json` so every run records what it ran with.
+
+Every value is checked against its field's type before anything else (`check_field_types`), so
+a file with `epochs = "ten"` is refused naming the key, the value and the type expected. No
+value changes type silently: a string is never read as a number or a boolean, a float never as
+an int. The one deliberate widening: an int where a float is expected (`lr = 1`) is that float.
+YAML files are read with `yaml.safe_load`'s rules (YAML 1.1: `true`/`false`, also `yes`/`no`,
+are booleans) except for numbers, read as YAML 1.2 reads them: `lr: 1e-3` is a float, as in
+TOML and JSON, not the string YAML 1.1 makes of it.
+
+The checks are written by hand from the dataclass's own field types (`dataclasses.fields` and
+`typing.get_type_hints`) rather than with pydantic: five kinds of field need a dozen lines,
+this module stays import-light for `cxrbox --help` (pydantic adds a dependency and its import
+time) and pydantic's default lax mode would accept exactly the coercions refused here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
+import numbers
 import tomllib
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -111,6 +129,7 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _check_choice("head", self.head, HEADS)
         _check_choice("norm", self.norm, NORMS)
         check_head_stride(self.head, self.stride)
@@ -140,8 +159,13 @@ class TrainConfig:
             )
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ConfigError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if self.lr <= 0 or self.grad_clip <= 0 or self.prior_size <= 0:
-            raise ConfigError("lr, grad_clip and prior_size must be > 0")
+        for name in ("lr", "grad_clip", "prior_size", "width"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ConfigError(
+                f"num_workers must be >= 0 (0: load in this process), got {self.num_workers}"
+            )
         if (self.images is None) != (self.labels is None):
             raise ConfigError("give both images and labels, or neither (built-in synthetic data)")
         if (self.val_images is None) != (self.val_labels is None):
@@ -159,12 +183,102 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
 
 
+def _describe_type(kind: Any) -> str:
+    """The type a field expects, in a config file's words."""
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "an integer"
+    if kind is float:
+        return "a number"
+    if kind is str:
+        return "a string"
+    if kind is type(None):
+        return "null"
+    return " or ".join(_describe_type(k) for k in typing.get_args(kind))
+
+
+def _describe_value(value: Any) -> str:
+    """`value` and what it is: "'ten' (a string)", "1.5 (a float)"."""
+    if isinstance(value, bool):
+        what = "true or false"
+    elif isinstance(value, numbers.Integral):
+        what = "an integer"
+    elif isinstance(value, numbers.Real):
+        what = "a float"
+    elif isinstance(value, str):
+        what = "a string"
+    elif value is None:
+        what = "null"
+    else:
+        what = f"a {type(value).__name__}"
+    return f"{value!r} ({what})"
+
+
+def _typed(kind: Any, value: Any) -> tuple[bool, Any]:
+    """(whether `value` is a `kind`, the value to store). Only an int for a float widens."""
+    if kind is bool:
+        return isinstance(value, bool), value
+    if kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return ok, int(value) if ok else value
+    if kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if kind is str:
+        return isinstance(value, str), value
+    if kind is type(None):
+        return value is None, value
+    for option in typing.get_args(kind):  # a union such as str | None
+        ok, converted = _typed(option, value)
+        if ok:
+            return True, converted
+    return False, value
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def check_value(name: str, value: Any) -> Any:
+    """`value` as TrainConfig field `name` holds it (an int for a float field becomes that
+    float); ConfigError naming the key, the value and the type expected when it is not of the
+    field's type."""
+    kind = _field_types()[name]
+    ok, converted = _typed(kind, value)
+    if not ok:
+        raise ConfigError(f"{name} = {_describe_value(value)}: expected {_describe_type(kind)}")
+    return converted
+
+
+def check_field_types(config: TrainConfig) -> None:
+    """`check_value` on every field of `config`, in field order (the first bad one raises)."""
+    for field in fields(config):
+        value = getattr(config, field.name)
+        converted = check_value(field.name, value)
+        if converted is not value:
+            object.__setattr__(config, field.name, converted)
+
+
+def _unknown_key_message(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
+
+
 def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build a TrainConfig from a mapping; unknown keys are an error naming the source."""
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    """Build a TrainConfig from a mapping; unknown keys are an error naming the source and,
+    for each, the known key it is closest to ("did you mean")."""
+    known = sorted(f.name for f in fields(TrainConfig))
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        named = ", ".join(_unknown_key_message(str(key), known) for key in unknown)
+        raise ConfigError(f"{source}: unknown key(s) {named}; known keys: {', '.join(known)}")
+    for key, value in values.items():
+        try:
+            check_value(key, value)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
     try:
         return TrainConfig(**values)
     except TypeError as exc:
@@ -187,25 +301,76 @@ def config_from_saved(values: dict[str, Any], source: str) -> TrainConfig:
     return config_from_dict({**SAVED_BEFORE_FIELD_EXISTED, **values}, source)
 
 
+CONFIG_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults <- file (TOML or JSON) <- overrides (None values are ignored)."""
+    """Defaults <- file (TOML, JSON or YAML, by suffix) <- overrides (None values are ignored)."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        try:
-            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(
-                f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}"
-            ) from exc
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a table/object of settings")
+        values = read_config_file(path)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return config_from_dict(values, source=str(path) if path else "config")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of a .toml, .json, .yaml or .yml file as a dict (ConfigError otherwise)."""
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise ConfigError(
+            f"config file {path}: cannot tell its format from the suffix "
+            f"{suffix or '(none)'!r}; expected one of {', '.join(CONFIG_SUFFIXES)}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text ({exc})") from exc
+    kind = {".toml": "TOML", ".json": "JSON"}.get(suffix, "YAML")
+    try:
+        if kind == "TOML":
+            values = tomllib.loads(text)
+        elif kind == "JSON":
+            values = json.loads(text)
+        else:
+            values = _load_yaml(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: not valid {kind}: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{path}: expected a table/mapping of settings (key = value), "
+            f"got {_describe_value(values)}"
+        )
+    return values
+
+
+# YAML 1.2's floats (PyYAML implements YAML 1.1, where `1e-3` without a dot is a string).
+_YAML_FLOAT = (
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+    r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
+def _load_yaml(text: str) -> Any:
+    """`yaml.safe_load` with YAML 1.2 floats; a syntax error becomes a ValueError."""
+    import re
+
+    import yaml  # imported here: only YAML configs need it
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(_YAML_FLOAT), list("-+0123456789.")
+    )
+    try:
+        return yaml.load(text, Loader=Loader)
+    except yaml.YAMLError as exc:  # its text spans lines: make it one
+        raise ValueError(" ".join(str(exc).split())) from exc
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

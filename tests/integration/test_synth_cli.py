@@ -48,5 +48,5 @@ def test_synth_jpeg_option_writes_jpeg_baseline(tmp_path: Path):
 def test_synth_bad_argument_exits_2_with_a_message(tmp_path: Path):
     result = synth("--out", str(tmp_path / "data"), "--n", "0")
     assert result.returncode == 2
-    assert "n_images" in result.stderr
+    assert "argument --n: expected an integer >= 1, got 0" in result.stderr
     assert not (tmp_path / "data").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import zipfile
 
 import pytest
 import torch
@@ -42,9 +44,43 @@ def test_missing_checkpoint_names_the_path(tmp_path):
 
 
 def test_damaged_checkpoint_is_a_checkpoint_error(tmp_path):
-    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    save_checkpoint({"epoch": 1}, tmp_path / "last.pt")
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "bad.pt").write_bytes(data[: len(data) // 2])  # a copy cut short
+    with pytest.raises(CheckpointError, match=r"bad\.pt is not a PyTorch checkpoint.*damaged"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "found"),
+    [
+        ("notes.pt", b"epochs = 3\n", r"it holds text \(starting 'epochs = 3'\)"),
+        ("empty.pt", b"", "the file is empty"),
+        ("model.onnx", b"\x08\x07\x12\x07pytorch", "it is an exported ONNX model"),
+    ],
+)
+def test_a_file_that_is_no_checkpoint_says_what_it_holds_and_what_was_expected(
+    tmp_path, name, content, found
+):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / name)
+    message = str(info.value)
+    assert re.search(rf"{re.escape(name)} is not a PyTorch checkpoint: {found}", message)
+    assert message.endswith("expected a best.pt or last.pt written by `cxrbox train`")
+
+
+def test_a_folder_given_as_checkpoint_is_named_as_a_folder(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CheckpointError, match=r"run is a folder \(expected a best\.pt"):
+        load_checkpoint(tmp_path / "run")
+
+
+def test_a_zip_archive_torch_did_not_write_is_named_so(tmp_path):
+    with zipfile.ZipFile(tmp_path / "archive.pt", "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(CheckpointError, match=r"archive\.pt cannot be read by PyTorch \(damaged"):
+        load_checkpoint(tmp_path / "archive.pt")
 
 
 def test_foreign_torch_file_is_rejected(tmp_path):

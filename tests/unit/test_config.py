@@ -35,7 +35,7 @@ def test_unknown_key_names_the_file_and_the_key(tmp_path):
 def test_malformed_file_is_a_config_error(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("epochs = = 3")
-    with pytest.raises(ConfigError, match="not valid toml"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path)
 
 
@@ -114,3 +114,86 @@ def test_importing_the_config_loads_no_torch():
     modules = set(json.loads(loaded))
     assert "cxrbox.config" in modules
     assert not {"torch", "numpy"} & modules, sorted({"torch", "numpy"} & modules)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        (
+            "c.toml",
+            'epochs = "ten"\n',
+            r"c\.toml: epochs = 'ten' \(a string\): expected an integer",
+        ),
+        ("c.json", "[1, 2]", r"c\.json: expected a table/mapping.*\[1, 2\] \(a list\)"),
+        ("run.cfg", "{}", r"run\.cfg.*'\.cfg'.*\.toml, \.json, \.yaml, \.yml"),
+    ],
+    ids=["string_for_an_integer", "not_a_mapping", "unknown_suffix"],
+)
+def test_a_refused_config_file_names_itself_and_what_was_wrong(tmp_path, name, text, expected):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("bf16", "true", r"bf16 = 'true' \(a string\): expected true or false"),
+        ("augment", 1, r"augment = 1 \(an integer\): expected true or false"),
+        ("epochs", 3.0, r"epochs = 3\.0 \(a float\): expected an integer"),
+        ("seed", True, r"seed = True \(true or false\): expected an integer"),
+        ("lr", "0.01", r"lr = '0\.01' \(a string\): expected a number"),
+        ("head", 3, r"head = 3 \(an integer\): expected a string"),
+        ("images", 3, r"images = 3 \(an integer\): expected a string or null"),
+        ("out", None, r"out = None \(null\): expected a string"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_not_coerced(field, value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        TrainConfig(**{field: value})
+
+
+def test_an_integer_for_a_float_field_becomes_that_float(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"lr": 1, "images": None, "labels": None}))
+    config = load_config(path)
+    assert type(config.lr) is float and config.lr == 1.0
+    assert type(TrainConfig(grad_clip=5).grad_clip) is float
+
+
+def test_an_unknown_key_suggests_the_closest_known_one(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("epochz = 3\nbatchsize = 4\nfrobnicate = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "'batchsize' (did you mean 'batch_size'?)" in message
+    assert "'epochz' (did you mean 'epochs'?)" in message
+    assert "'frobnicate';" in message  # nothing close: no suggestion
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml"])
+def test_a_yaml_config_is_read_as_yaml_with_yaml_1_2_floats(tmp_path, suffix):
+    path = tmp_path / f"run{suffix}"
+    path.write_text("epochs: 7\nhead: coordconv\nlr: 1e-3\nweight_decay: 5.0e-4\nbf16: true\n")
+    config = load_config(path)
+    assert (config.epochs, config.head, config.lr, config.weight_decay, config.bf16) == (
+        7, "coordconv", 1e-3, 5e-4, True,
+    )  # fmt: skip
+
+
+def test_malformed_yaml_is_a_one_line_config_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epochs: [3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML: [^\n]*line 2") as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("lr", -1.0), ("grad_clip", 0.0), ("width", 0.0), ("num_workers", -1)]
+)
+def test_an_out_of_range_number_names_its_own_field_and_value(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field} must be >.*got {value:g}"):
+        TrainConfig(**{field: value})

@@ -269,6 +269,19 @@ def test_split_that_would_leave_a_side_empty_raises(n: int, fraction: float) -> 
         split_by_patient(many_labels(n, 0), fraction, 0)
 
 
+def test_a_split_left_empty_names_the_label_file_and_the_ways_out() -> None:
+    from cxrbox.config import TrainConfig
+    from cxrbox.data.loaders import train_val_labels
+
+    config = TrainConfig(images="imgs", labels="few.csv", val_fraction=0.2)
+    with pytest.raises(DataError) as info:
+        train_val_labels(many_labels(1, 1), None, config)
+    message = str(info.value)
+    assert message.startswith("few.csv: 2 labelled patient(s) split with val_fraction 0.2 leave")
+    assert "--val-images and --val-labels" in message
+    assert "split_by_patient" not in message
+
+
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
 def test_split_rejects_fraction_outside_open_unit_interval(fraction: float) -> None:
     with pytest.raises(InputValueError):

@@ -103,6 +103,13 @@ def test_label_error_is_reexported_from_errors():
     assert LabelError is errors.LabelError
 
 
+@pytest.mark.parametrize("text", [HEADER, HEADER + "\n\n"])
+def test_a_header_without_rows_is_an_error_naming_the_file_and_the_rows_expected(tmp_path, text):
+    path = write_csv(tmp_path, text, name="only_header.csv")
+    with pytest.raises(LabelError, match=r"only_header\.csv: a header and no label rows; expected"):
+        read_rsna_labels(path)
+
+
 # Each malformed input: (file text, 1-based line of the fault, fragment of the reason).
 MALFORMED = {
     "empty_file": ("", 1, "empty file"),

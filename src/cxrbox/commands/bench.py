@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from cxrbox.options import DEFAULT_STRIDE, STRIDES
+from cxrbox.commands.arguments import device, integer, number, require_device
+from cxrbox.options import DEFAULT_STRIDE, HEADS, STRIDES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,12 +16,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "monitors, optimizer, scheduler) on a fixed random batch. On CUDA it uses bf16 "
         "autocast and channels_last.",
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--image-size", dest="image_size", type=int, default=256)
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps (after 3 warmup)")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--image-size", dest="image_size", type=int, default=256,
+                        help="side of the square input, px (a multiple of 32)")  # fmt: skip
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=16,
+                        help="images per step")  # fmt: skip
+    parser.add_argument("--steps", type=integer(1), default=10,
+                        help="timed steps (after 3 warmup)")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--head", default="grid")
+    parser.add_argument("--head", choices=HEADS, default="grid", help="box head")
     parser.add_argument("--stride", type=int, choices=STRIDES, default=DEFAULT_STRIDE,
                         help="grid stride of the grid heads")  # fmt: skip
     parser.add_argument(
@@ -41,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="BASELINE.json",
         help="exit 1 when this code's step is slower than the baseline by more than --max-slowdown",
     )
-    gate.add_argument("--max-slowdown", dest="max_slowdown", type=float, default=0.15)
-    gate.add_argument("--rounds", type=int, default=7, help="matmul/step rounds")
+    gate.add_argument("--max-slowdown", dest="max_slowdown", type=number(0.0), default=0.15,
+                      help="with --compare: the slowdown allowed, as a fraction")  # fmt: skip
+    gate.add_argument("--rounds", type=integer(1), default=7, help="matmul/step rounds")
     parser.set_defaults(func=run)
 
 
@@ -50,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from cxrbox.config import TrainConfig
     from cxrbox.speed.bench_train import benchmark_train_step, monitor_overhead
 
+    require_device(args.device)
     config = TrainConfig(
         device=args.device,
         image_size=args.image_size,

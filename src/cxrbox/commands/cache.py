@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cxrbox.commands.arguments import integer
 from cxrbox.options import DEFAULT_INTENSITY, INTENSITY_RULES
 
 
@@ -16,10 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with a JSON sidecar. `cxrbox train` builds one beside the image folder by itself.",
     )
     parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
-    parser.add_argument("--size", type=int, required=True, help="side of the cached images, px")
+    parser.add_argument("--size", type=integer(8), required=True,
+                        help="side of the cached images, px")  # fmt: skip
     parser.add_argument("--out", required=True, help="cache file to write (.npy)")
     parser.add_argument("--labels", help="RSNA label CSV: cache only its patients, in its order")
-    parser.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    parser.add_argument("--workers", type=integer(1), default=1, help="decoding processes")
     parser.add_argument(
         "--intensity",
         choices=INTENSITY_RULES,
@@ -33,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cxrbox.data.cache import ImageCache, build_cache
     from cxrbox.data.dicom import find_dicom_files
+    from cxrbox.errors import ConfigError, DataError
+
+    if args.out and not args.out.endswith(".npy"):
+        raise ConfigError(f"--out {args.out}: expected a cache file name ending in .npy")
 
     if args.labels:
         from cxrbox.data.labels import read_rsna_labels
@@ -40,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         patient_ids = list(read_rsna_labels(args.labels))
     else:
         patient_ids = list(find_dicom_files(args.images))
+        if not patient_ids:
+            raise DataError(
+                f"--images {args.images}: no *.dcm files in this folder (expected "
+                "<patientId>.dcm images to cache)"
+            )
     path = build_cache(
         args.images,
         patient_ids,

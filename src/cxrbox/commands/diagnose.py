@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from cxrbox.commands.arguments import show_config_defaults
 from cxrbox.options import HEADS, NORMS
 
 QUICK_SKIPS = ("position_sensitivity", "overfit")  # the two checks that train
@@ -26,9 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--images", help="folder of <patientId>.dcm files")
     parser.add_argument("--labels", help="RSNA label CSV (patientId,x,y,width,height,Target)")
-    parser.add_argument("--head", choices=HEADS)
-    parser.add_argument("--norm", choices=NORMS)
-    parser.add_argument("--config", help="TOML or JSON file of TrainConfig fields")
+    parser.add_argument("--head", choices=HEADS, help="box head to check")
+    parser.add_argument("--norm", choices=NORMS, help="normalization layers of the backbone")
+    parser.add_argument("--config", help="TrainConfig fields in a .toml, .json, .yaml or .yml file")
     parser.add_argument("--json", action="store_true", help="print one JSON array of checks")
     parser.add_argument(
         "--quick", action="store_true", help="skip the two training probes (position, overfit)"
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "function of no arguments returning one (the current directory is importable)",
     )
     parser.set_defaults(func=run)
+    show_config_defaults(parser, OVERRIDES)
 
 
 OVERRIDES = ("images", "labels", "head", "norm")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrbox.commands.arguments import add_on_error_arguments
+from cxrbox.commands.arguments import add_on_error_arguments, device, require_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--checkpoint", dest="model", help="same as --model")
     parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
     parser.add_argument("--labels", required=True, help="RSNA label CSV")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--score-threshold", dest="score_threshold", type=float,
                         help="RSNA mAP of the boxes scoring at least this (default: the "
                         "model's, tuned on validation)")  # fmt: skip
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from cxrbox.deploy.inference import describe_score_threshold, load_inference_model
     from cxrbox.evaluation.evaluate import evaluate, flat_metrics, folder_loader
 
+    require_device(args.device)
     model, config, coding = load_inference_model(args.model, args.device)
     threshold_note = describe_score_threshold(
         args.model, config.score_threshold, args.score_threshold, model
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     sidecar = write_skipped(args.skipped or "cxrbox-eval-skipped.csv", skipped) if skipped else None
     code = SKIPPED_EXIT_CODE if skipped else 0
     loader = folder_loader(args.images, labels, config)
-    result = evaluate(model, loader, coding, config, args.device)
+    result = evaluate(model, loader, coding, config, args.device, progress="eval")
     metrics = flat_metrics(result)
     if args.json:
         std = {k: metrics.pop(f"std_{k}") for k in ("cx", "cy", "w", "h")}

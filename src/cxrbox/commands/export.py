@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrbox.commands.arguments import integer
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     parser.add_argument("--out", required=True, help="the FP32 model (.onnx)")
     parser.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx")
-    parser.add_argument("--calibration-n", dest="calibration_n", type=int, default=256,
-                        help="calibration images (default 256)")  # fmt: skip
+    parser.add_argument("--calibration-n", dest="calibration_n", type=integer(1), default=256,
+                        help="calibration images (at most the run's training images)")  # fmt: skip
     parser.add_argument("--calibration-images", dest="calibration_images",
                         help="calibrate on this folder, not the run's training data")  # fmt: skip
     parser.add_argument("--calibration-labels", dest="calibration_labels",
@@ -33,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+    import sys
     from pathlib import Path
 
     from cxrbox.deploy.pipeline import export_checkpoint
@@ -42,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out must end in .onnx, got {args.out}")
     if (args.calibration_images is None) != (args.calibration_labels is None):
         raise ConfigError("give --calibration-images and --calibration-labels together")
-    if args.calibration_n < 1:
-        raise ConfigError(f"--calibration-n must be >= 1, got {args.calibration_n}")
+    # The pipeline's phases and the calibration images used, on stderr (results on stdout).
+    logging.basicConfig(level=logging.INFO, format="cxrbox export: %(message)s", stream=sys.stderr)
     result = export_checkpoint(
         args.checkpoint,
         Path(args.out),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrbox.commands.arguments import add_on_error_arguments
+from cxrbox.commands.arguments import add_on_error_arguments, device, require_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,9 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", help="a checkpoint (best.pt) or an exported .onnx model")
     model.add_argument("--checkpoint", dest="model", help="same as --model")
-    parser.add_argument("--images", required=True)
+    parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
     parser.add_argument("--out", required=True, help="submission CSV to write")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--score-threshold", dest="score_threshold", type=float,
                         help="override the checkpoint's score threshold")  # fmt: skip
     add_on_error_arguments(parser, "OUT with .skipped.csv")
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from cxrbox.evaluation.evaluate import folder_loader, predict_batches
     from cxrbox.modeling.decode import to_rsna_prediction_string
 
+    require_device(args.device)
     model, config, coding = load_inference_model(args.model, args.device)
     threshold = config.score_threshold if args.score_threshold is None else args.score_threshold
     print(
@@ -52,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
     with open(args.out, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["patientId", "PredictionString"])
-        for pred in predict_batches(model, loader, coding, config, args.device, threshold):
+        predictions = predict_batches(
+            model, loader, coding, config, args.device, threshold, progress="predict"
+        )
+        for pred in predictions:
             height, width = pred.orig_size
             writer.writerow(
                 [pred.patient_id, to_rsna_prediction_string(pred.detections, width, height)]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from cxrbox.commands.arguments import integer, number
+
 _PROGRESS_FROM = 50  # show a progress bar (stderr) from this many images on
+# cxrbox.data.synthetic.anatomy.MIN_IMAGE_SIZE, not imported here: it would load OpenCV for
+# `cxrbox --help` (tests/unit/test_cli_help.py checks they agree).
+MIN_SYNTH_SIZE = 64
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,21 +21,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "opacities, in the Kaggle RSNA layout. The same --seed gives the same bytes.",
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--n", type=int, required=True, help="number of images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=1024, help="image side in pixels")
+    parser.add_argument("--n", type=integer(1), required=True, help="number of images")
+    parser.add_argument("--seed", type=integer(0), default=0,
+                        help="seed of the whole data set: same seed, same bytes")  # fmt: skip
+    parser.add_argument("--size", type=integer(MIN_SYNTH_SIZE), default=1024,
+                        help="image side in pixels")  # fmt: skip
     parser.add_argument(
         "--jpeg", action="store_true", help="JPEG Baseline pixel data (as RSNA) not uncompressed"
     )
-    parser.add_argument("--jpeg-quality", dest="jpeg_quality", type=int, default=95)
+    parser.add_argument("--jpeg-quality", dest="jpeg_quality", type=integer(1, 100), default=95,
+                        help="JPEG quality with --jpeg")  # fmt: skip
     parser.add_argument(
         "--positive-fraction",
         dest="positive_fraction",
-        type=float,
+        type=number(0.0, 1.0),
         default=1 / 3,
         help="fraction of images with opacities (default 1/3)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--workers", type=integer(1), default=1, help="processes")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace another data set found in --out"
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from cxrbox.options import DEFAULT_STRIDE, HEADS, IOU_LOSS_NAMES, NORMS, STRIDES
+from cxrbox.commands.arguments import device, integer, require_device, show_config_defaults
+from cxrbox.options import HEADS, IOU_LOSS_NAMES, NORMS, STRIDES
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
     from cxrbox.engine.train import TrainResult
@@ -21,40 +22,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--images", help="folder of <patientId>.dcm files")
     parser.add_argument("--labels", help="RSNA label CSV (patientId,x,y,width,height,Target)")
-    parser.add_argument("--val-images", dest="val_images")
-    parser.add_argument("--val-labels", dest="val_labels")
-    parser.add_argument("--out", help="run directory (default runs/latest)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--image-size", dest="image_size", type=int)
-    parser.add_argument("--batch-size", dest="batch_size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--head", choices=HEADS)
-    parser.add_argument("--norm", choices=NORMS)
+    parser.add_argument("--val-images", dest="val_images",
+                        help="validation DICOM folder, with --val-labels (default: a split of "
+                        "--labels by patient, --images for both)")  # fmt: skip
+    parser.add_argument("--val-labels", dest="val_labels", help="validation RSNA label CSV")
+    parser.add_argument("--out", help="run directory")
+    parser.add_argument("--epochs", type=int, help="epochs to train")
+    parser.add_argument("--image-size", dest="image_size", type=int,
+                        help="side of the square network input, px (a multiple of 32)")  # fmt: skip
+    parser.add_argument("--batch-size", dest="batch_size", type=int,
+                        help="images per step (per process with --nproc)")  # fmt: skip
+    parser.add_argument("--lr", type=float, help="peak AdamW learning rate (warmup, then cosine)")
+    parser.add_argument("--head", choices=HEADS,
+                        help="box head: grid (a box per cell), coordconv (grid with coordinate "
+                        "channels) or pooled (one global box: the design that stalls)")  # fmt: skip
+    parser.add_argument("--norm", choices=NORMS, help="normalization layers of the backbone")
     parser.add_argument(
         "--stride",
         type=int,
         choices=STRIDES,
         help="grid stride in px: 32 predicts on the backbone's last map (8x8 cells at 256 px), "
-        "16 on a top-down merge with the stride-16 map (16x16 cells); not with --head pooled "
-        f"(default {DEFAULT_STRIDE})",
+        "16 on a top-down merge with the stride-16 map (16x16 cells); not with --head pooled",
     )
-    parser.add_argument("--iou-loss", dest="iou_loss", choices=IOU_LOSS_NAMES)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", help="cpu or cuda")
-    parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers")
+    parser.add_argument("--iou-loss", dest="iou_loss", choices=IOU_LOSS_NAMES,
+                        help="IoU loss of the box branch")  # fmt: skip
+    parser.add_argument("--seed", type=int,
+                        help="seed of the split, the initial weights and augmentation")  # fmt: skip
+    parser.add_argument("--device", type=device, help="cpu, cuda or cuda:N")
+    parser.add_argument("--workers", dest="num_workers", type=int,
+                        help="DataLoader worker processes (0: load in the training "
+                        "process)")  # fmt: skip
     parser.add_argument("--synthetic-n", dest="synthetic_n", type=int,
                         help="images in the built-in synthetic set")  # fmt: skip
-    parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    parser.add_argument("--bf16", action="store_true", default=None,
+                        help="bf16 autocast (CUDA)")  # fmt: skip
     parser.add_argument("--compile", action="store_true", default=None,
                         help="torch.compile the training forward")  # fmt: skip
     parser.add_argument(
         "--nproc",
-        type=int,
+        type=integer(1),
         default=1,
         help="data-parallel processes on this machine (torchrun's elastic agent; "
         "--batch-size is per process)",
     )
-    parser.add_argument("--deterministic", action="store_true", default=None)
+    parser.add_argument("--deterministic", action="store_true", default=None,
+                        help="PyTorch's deterministic algorithms (warns where there are "
+                        "none)")  # fmt: skip
     parser.add_argument(
         "--fail-on-collapse",
         dest="fail_on_collapse",
@@ -73,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--score-threshold",
         dest="score_threshold",
         type=float,
-        help="score threshold when it is not tuned on validation (default 0.3)",
+        help="score threshold when it is not tuned on validation",
     )
     parser.add_argument(
         "--no-tune-threshold",
@@ -82,7 +95,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="keep --score-threshold instead of the one with the best validation RSNA mAP",
     )
-    parser.add_argument("--no-plots", dest="plots", action="store_false", default=None)
+    parser.add_argument("--no-plots", dest="plots", action="store_false", default=None,
+                        help="write no PNG plots into the run directory")  # fmt: skip
     parser.add_argument(
         "--tensorboard",
         action="store_true",
@@ -90,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also log curves, alarms and validation images for TensorBoard into the run "
         "directory (`tensorboard --logdir runs/`); needs pip install 'cxrbox[tensorboard]'",
     )
-    parser.add_argument("--config", help="TOML or JSON file of TrainConfig fields")
+    parser.add_argument("--config", help="TrainConfig fields in a .toml, .json, .yaml or .yml file")
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -99,6 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
+    show_config_defaults(parser, OVERRIDES)
 
 
 OVERRIDES = (
@@ -116,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from cxrbox.engine.train import train
 
     config = load_config(args.config, {name: getattr(args, name) for name in OVERRIDES})
+    require_device(config.device, "--device" if args.device else "device")
     if args.nproc > 1:
         from cxrbox.engine.launch import launch_local
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrbox.commands.arguments import integer
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -17,10 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
     parser.add_argument("--labels", required=True, help="RSNA label CSV")
     parser.add_argument("--out", required=True, help="PNG to write")
-    parser.add_argument("--n", type=int, default=16, help="samples to draw (default 16)")
-    parser.add_argument("--size", type=int, default=512, help="training image size, px")
-    parser.add_argument("--seed", type=int, default=0, help="picks patients and augmentation")
-    parser.add_argument("--epoch", type=int, default=0, help="augmentation epoch (default 0)")
+    parser.add_argument("--n", type=integer(1), default=16, help="samples to draw")
+    parser.add_argument("--size", type=integer(8), default=512, help="training image size, px")
+    parser.add_argument("--seed", type=integer(0), default=0,
+                        help="picks patients and augmentation")  # fmt: skip
+    parser.add_argument("--epoch", type=integer(0), default=0, help="augmentation epoch")
     parser.add_argument(
         "--no-augment", dest="augment", action="store_false", help="resize only (eval path)"
     )
@@ -47,11 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from cxrbox.data.dataviz import draw_contact_sheet
     from cxrbox.data.dicom import find_dicom_files, read_image_size
     from cxrbox.data.labels import read_rsna_labels
-    from cxrbox.errors import DataError, InputValueError
+    from cxrbox.errors import DataError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.n < 1:
-        raise InputValueError(f"--n must be >= 1, got {args.n}")
     labels = read_rsna_labels(args.labels)
     if not labels:
         raise DataError(f"{args.labels}: no labelled patients")

@@ -249,8 +249,9 @@ def split_by_patient(
     if n_val == 0 or n_val == len(ids):
         side = "validation" if n_val == 0 else "training"
         raise DataError(
-            f"split_by_patient: {len(ids)} patients with val_fraction={val_fraction} leave the "
-            f"{side} split empty; use more patients or another val_fraction"
+            f"{len(ids)} labelled patient(s) split with val_fraction {val_fraction} leave the "
+            f"{side} split empty; label more patients, change val_fraction, or give "
+            "--val-images and --val-labels"
         )
     positive = sorted(pid for pid in ids if np.size(labels[pid]) > 0)
     negative = sorted(pid for pid in ids if np.size(labels[pid]) == 0)

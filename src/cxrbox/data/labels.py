@@ -59,7 +59,7 @@ def read_rsna_labels(csv_path: str | Path) -> dict[str, np.ndarray]:
     column, a wrong number of fields, bad CSV quoting, an empty patientId, a non-numeric or
     non-finite value (also beyond float32), width/height <= 0, Target not 0/1, Target
     inconsistent with the coordinates, or a patient with both a Target=0 row and Target=1 rows;
-    also for a file that cannot be opened or is not UTF-8.
+    also for a file that cannot be opened, is not UTF-8, or has a header and no rows.
     """
     path = Path(csv_path)
     boxes: dict[str, list[tuple[float, float, float, float]]] = {}
@@ -107,6 +107,11 @@ def read_rsna_labels(csv_path: str | Path) -> dict[str, np.ndarray]:
         raise LabelError(f"{path}: not UTF-8 text ({exc})") from exc
     except csv.Error as exc:
         raise LabelError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from exc
+    if not boxes:
+        raise LabelError(
+            f"{path}: a header and no label rows; expected a row per box "
+            f"({','.join(COLUMNS)}), or one with Target 0 and no box for a patient without any"
+        )
     return {pid: np.array(rows, dtype=np.float32).reshape(-1, 4) for pid, rows in boxes.items()}
 
 

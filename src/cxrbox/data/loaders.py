@@ -204,7 +204,10 @@ def train_val_labels(
     of `labels` by patient with the config's seed and val_fraction (DataError when empty)."""
     if val_labels is not None:
         return labels, val_labels
-    return split_by_patient(labels, config.val_fraction, config.seed)
+    try:
+        return split_by_patient(labels, config.val_fraction, config.seed)
+    except DataError as exc:  # name the file the patients came from
+        raise DataError(f"{config.labels or 'the built-in synthetic labels'}: {exc}") from exc
 
 
 def build_loaders(config: TrainConfig, rank: int = 0, world_size: int = 1) -> Loaders:

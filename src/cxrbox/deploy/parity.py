@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from cxrbox.evaluation.evaluate import (
     predict_batches,
 )
 from cxrbox.modeling.decode import GridCoding
+from cxrbox.progress import track
 
 RawModel = Callable[[Tensor], Tensor]
 MATCH_IOU = 0.5
@@ -81,10 +82,13 @@ def calibration_images(
     n: int,
     images: str | Path | None = None,
     labels: dict | None = None,
+    progress: str | None = None,
 ) -> np.ndarray:
-    """Up to `n` images [n, 1, S, S] float32 through the eval preprocessing.
+    """Up to `n` images [n, 1, S, S] float32 through the eval preprocessing: fewer when the
+    source has fewer (the caller reports how many were used).
 
-    From `images` / `labels` when given, else from the run's own training split.
+    From `images` / `labels` when given, else from the run's own training split. `progress`: a
+    label to show the images read under on stderr (`cxrbox.progress`).
     """
     if images is None or labels is None:
         from cxrbox.data.loaders import resolve_splits
@@ -93,7 +97,10 @@ def calibration_images(
         images, labels = splits.source.images, splits.train_labels
     chosen = dict(list(labels.items())[:n])
     loader = folder_loader(images, chosen, config)
-    return torch.cat([batch.images for batch in loader]).numpy()
+    batches: Iterable[Any] = loader
+    if progress is not None:
+        batches = track(loader, len(chosen), progress, "img", size=lambda b: len(b.patient_ids))
+    return torch.cat([batch.images for batch in batches]).numpy()
 
 
 def precision_recall(
@@ -143,8 +150,10 @@ def compare_models(
     config: TrainConfig,
     coding: GridCoding,
     reference: str = "pytorch_fp32",
+    progress: bool = False,
 ) -> tuple[dict[str, Any], dict[str, list[ImagePrediction]]]:
-    """Metrics of each model on `loader` and raw agreement with `reference`."""
+    """Metrics of each model on `loader` and raw agreement with `reference`; with `progress`,
+    the images done per model on stderr."""
     report: dict[str, Any] = {"models": {}, "raw_vs_" + reference: {}}
     raws: dict[str, list[Tensor]] = {}
     predictions: dict[str, list[ImagePrediction]] = {}
@@ -152,7 +161,10 @@ def compare_models(
         recorder = _Recorder(model)
         if isinstance(model, nn.Module):
             model.eval()
-        preds = list(predict_batches(recorder, loader, coding, config, torch.device("cpu")))
+        label = f"parity {name}" if progress else None
+        preds = list(
+            predict_batches(recorder, loader, coding, config, torch.device("cpu"), progress=label)
+        )
         result = evaluate_image_predictions(preds, config.score_threshold)
         precision, recall = precision_recall(preds, config.score_threshold)
         report["models"][name] = {
@@ -216,6 +228,12 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"raw {name} vs pytorch_fp32: max |diff| {agree['max_abs_diff']:.2e}, "
             f"cosine {agree['cosine']:.6f}"
+        )
+    if "quantization" in report:
+        q = report["quantization"]
+        asked = q.get("calibration_images_asked", q["calibration_images"])
+        lines.append(
+            f"int8 {q['settings']}: calibrated on {q['calibration_images']} images ({asked} asked)"
         )
     if "top_box_iou" in report:
         t = report["top_box_iou"]

@@ -21,6 +21,7 @@ from cxrbox.atomic_write import atomic_path
 from cxrbox.deploy.onnx_export import set_metadata
 from cxrbox.deploy.onnx_model import INPUT_NAME, read_metadata
 from cxrbox.errors import ExportError, InputValueError
+from cxrbox.progress import Progress
 
 __all__ = ["DEFAULT_SETTINGS", "QuantSettings", "quantize_int8"]
 
@@ -49,16 +50,28 @@ DEFAULT_SETTINGS = QuantSettings(activations="u8", weights="s8", reduce_range=Tr
 
 
 class _Batches:
-    """onnxruntime CalibrationDataReader over float32 images [N, 1, S, S] (batches of 16)."""
+    """onnxruntime CalibrationDataReader over float32 images [N, 1, S, S] (batches of 16); with
+    `progress` (a label), the images handed out are shown on stderr."""
 
-    def __init__(self, images: np.ndarray, batch_size: int = 16) -> None:
+    def __init__(
+        self, images: np.ndarray, batch_size: int = 16, progress: str | None = None
+    ) -> None:
         self._iter: Iterator[dict[str, np.ndarray]] = iter(
             {INPUT_NAME: np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32)}
             for i in range(0, len(images), batch_size)
         )
+        self._progress = Progress(len(images), progress, "img") if progress else None
+        self._last = 0  # images in the batch handed out last (counted when the next is asked)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._iter, None)
+        batch = next(self._iter, None)
+        if self._progress is not None:
+            if self._last:
+                self._progress.update(self._last)
+            self._last = 0 if batch is None else len(batch[INPUT_NAME])
+            if batch is None:
+                self._progress.close()
+        return batch
 
 
 def _qtype(name: str):  # -> onnxruntime.quantization.QuantType
@@ -84,11 +97,13 @@ def quantize_int8(
     out_path: str | Path,
     calibration: np.ndarray,
     settings: QuantSettings = DEFAULT_SETTINGS,
+    progress: str | None = None,
 ) -> Path:
     """Quantize the FP32 model at `fp32_path` to int8 at `out_path` (written atomically).
 
     calibration (ndarray[N, 1, S, S]): float32 in [0, 1], through `cxrbox.data.preprocess`.
-    The int8 file keeps the FP32 file's metadata with precision "int8".
+    The int8 file keeps the FP32 file's metadata with precision "int8". `progress`: a label
+    to show the calibration images run under on stderr.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -111,7 +126,7 @@ def quantize_int8(
             quantize_static(
                 str(pre),
                 str(tmp),
-                _Batches(calibration),
+                _Batches(calibration, progress=progress),
                 quant_format=QuantFormat.QDQ,
                 activation_type=_qtype(settings.activations),
                 weight_type=_qtype(settings.weights),

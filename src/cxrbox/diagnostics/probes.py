@@ -23,7 +23,8 @@ from cxrbox.diagnostics.own_detector import Deploy, grid_probe_raw, own_detector
 from cxrbox.engine.train import build_state
 from cxrbox.modeling.decode import decode_grid
 from cxrbox.modeling.model import STRIDE
-from cxrbox.testing import clipped, learning, parameters, warmup
+from cxrbox.progress import Progress
+from cxrbox.testing import Detector, clipped, learning, parameters, warmup
 from cxrbox.testing import transforms as box_transforms
 from cxrbox.testing.learning import (
     OverfitResult,
@@ -145,13 +146,31 @@ def check_position_sensitivity(
     seed: int = 0,
     *,
     deploy: Deploy | None = None,
+    progress: str | None = None,
 ) -> CheckResult:
     """A bright square rolled to stride-aligned positions (every 32 px): fit 8 with the trainer's
     own `train_step`, then the top box must find it at 8 held-out positions
     (`cxrbox.testing.check_position_sensitivity`; the original pooled head fails).
 
     `deploy` scores a deployed form of the trained model instead (e.g. its int8 ONNX export,
-    `cxrbox.deploy.parity.Int8Deployer`): quantization must not bring the stall back."""
-    return learning.check_position_sensitivity(
-        own_detector(config, steps, deploy=deploy), image_size, steps, seed, stride=STRIDE
-    )
+    `cxrbox.deploy.parity.Int8Deployer`): quantization must not bring the stall back.
+    `progress`: a label to show the training steps done under on stderr (`cxrbox.progress`)."""
+    detector = own_detector(config, steps, deploy=deploy)
+    if progress is None:
+        return learning.check_position_sensitivity(detector, image_size, steps, seed, stride=STRIDE)
+    with Progress(steps, progress, "step") as bar:
+        return learning.check_position_sensitivity(
+            counting_steps(detector, bar), image_size, steps, seed, stride=STRIDE
+        )
+
+
+def counting_steps(detector: Detector, progress: Progress) -> Detector:
+    """`detector` (a `cxrbox.testing.Detector`) whose training steps advance `progress`."""
+    step = detector.step
+
+    def counted(model: Any, optimizer: Any, images: Any, boxes: Any) -> float:
+        loss = step(model, optimizer, images, boxes)
+        progress.update()
+        return loss
+
+    return replace(detector, train_step=counted)

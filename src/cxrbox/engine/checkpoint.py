@@ -23,6 +23,7 @@ import argparse
 import pickle
 import random
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from cxrbox.atomic_write import atomic_path
 from cxrbox.errors import CheckpointError, CheckpointVersionError, CheckpointWriteError
 
 CHECKPOINT_VERSION = 2
+EXPECTED = "best.pt or last.pt written by `cxrbox train`"  # what a checkpoint argument names
 UPGRADE_HINT = (
     "If it is an older cxrbox checkpoint from a source you trust, convert it with "
     "`python -m cxrbox.engine.checkpoint upgrade {path} NEW.pt`."
@@ -64,7 +66,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what} (expected a {EXPECTED})")
+    # torch.save writes a zip archive; what torch.load says of anything else is its parser's
+    # ("cannot be read: 101"), not the user's terms.
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint: {_describe(path)}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -75,9 +82,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "and loading those could run code. " + UPGRADE_HINT.format(path=path)
         ) from exc
     except Exception as exc:  # torch raises many types for a damaged file
-        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read by PyTorch (damaged, or a zip archive torch.save "
+            f"did not write: {reason}); expected a {EXPECTED}"
+        ) from exc
     if not isinstance(state, dict) or not isinstance(state.get("version"), int):
-        raise CheckpointError(f"checkpoint {path} is not a cxrbox checkpoint (no format version)")
+        raise CheckpointError(
+            f"checkpoint {path} is a PyTorch file but not a cxrbox checkpoint (no format "
+            f"version; a bare state_dict?); expected a {EXPECTED}"
+        )
     version = state["version"]
     if version > CHECKPOINT_VERSION:
         raise CheckpointVersionError(
@@ -88,6 +102,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             str(path), version, CHECKPOINT_VERSION, UPGRADE_HINT.format(path=path)
         )
     return state
+
+
+def _describe(path: Path) -> str:
+    """What a file that is not a zip archive holds, in words, and what was expected."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head:
+        found = "the file is empty"
+    elif path.suffix.lower() == ".onnx" or b"onnx" in head[:64].lower():
+        found = (
+            "it is an exported ONNX model (eval and predict take one; export, bench-inference "
+            "and --resume need the .pt it was exported from)"
+        )
+    elif b"\0" not in head and _is_text(head):
+        first = head.decode("utf-8", "replace").splitlines()[0][:40]
+        found = f"it holds text (starting {first!r})"
+    else:
+        found = "it is not the zip archive torch.save writes (damaged, or another format)"
+    return f"{found}; expected a {EXPECTED}"
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start > len(data) - 4  # a character cut at the end of the sample
+    return True
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -5,13 +5,15 @@ xyxy plus what is needed to report them in pixels of the original image; `evalua
 them into mean IoU, corner MAE (px), RSNA mAP and the spread of the top prediction.
 Localisation metrics (mean IoU, MAE, spread) use every post-NMS detection (score threshold 0:
 they measure where the boxes are, not whether the score cleared the bar); the RSNA metric uses
-the detections above `score_threshold`, as a submission would.
+the detections above `score_threshold`, as a submission would. With `progress` (a label),
+both show how many images are done on stderr (`cxrbox.progress`: a bar on a terminal, a line
+every 10 s otherwise).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +24,10 @@ from torch.utils.data import DataLoader
 import cxrbox.modeling.decode as decoding
 from cxrbox.config import TrainConfig
 from cxrbox.data.augment import build_transforms
-from cxrbox.data.dataset import RSNADataset, collate_samples
+from cxrbox.data.dataset import Batch, RSNADataset, collate_samples
 from cxrbox.evaluation.metrics import EvalResult, evaluate_predictions, rsna_map
 from cxrbox.modeling.decode import Detections, GridCoding
+from cxrbox.progress import track
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,22 @@ def predict_batches(
     config: TrainConfig,
     device: torch.device,
     score_threshold: float = 0.0,
+    progress: str | None = None,
 ) -> Iterator[ImagePrediction]:
     """Decode + NMS + top-k for every image of `loader` (model put in eval mode).
 
     `model(images [B, 1, S, S]) -> raw [B, 5, Hg, Wg]`: an nn.Module or an exported model
-    (`cxrbox.deploy.onnx_model.OnnxModel`); both go through the same decode.
+    (`cxrbox.deploy.onnx_model.OnnxModel`); both go through the same decode. `progress`: a
+    label to show the images done under on stderr (None: silent).
     """
     if isinstance(model, nn.Module):
         model.eval()
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    for batch in loader:
+    batches: Iterable[Batch] = loader
+    if progress is not None:
+        total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
+        batches = track(loader, total, progress, "img", size=lambda b: len(b.patient_ids))
+    for batch in batches:
         images = batch.images.to(device, memory_format=memory_format)
         raw = model(images).float()
         boxes, scores = decoding.decode_grid(raw, coding)
@@ -72,9 +81,10 @@ def evaluate(
     coding: GridCoding,
     config: TrainConfig,
     device: torch.device,
+    progress: str | None = None,
 ) -> EvalResult:
     """Mean IoU, corner MAE in original pixels, RSNA mAP and top-box spread over `loader`."""
-    predictions = list(predict_batches(model, loader, coding, config, device))
+    predictions = list(predict_batches(model, loader, coding, config, device, progress=progress))
     return evaluate_image_predictions(predictions, config.score_threshold)
 
 
