@@ -430,50 +430,68 @@ def train(
         while state.epoch < config.epochs:
             started = time.perf_counter()
             train_loss = train_one_epoch(state, loaders, runlog, progress)
-            shard = list(
-                predict_batches(state.eval_model, loaders.val, state.coding, config, state.device)
-            )
-            predictions = distributed.gather_shards(
-                shard, list(loaders.val.sampler), loaders.n_val, world
-            )
-            state.epoch, state.epoch_step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
-            sweep = score_threshold_sweep(predictions)
-            if config.tune_score_threshold:
-                state.score_threshold = ScoreThreshold.from_sweep(sweep, state.epoch)
-            result = evaluate_image_predictions(predictions, state.score_threshold.value)
-            runlog.write("threshold_sweep", {"epoch": state.epoch, "step": state.global_step - 1,
-                                             **sweep.record()})  # fmt: skip
-            runlog.write("val_samples", val_sample_record(state, predictions))
-            record = {
-                "epoch": state.epoch,
-                "step": state.global_step - 1,
-                "train_loss": train_loss,
-                **{f"val_{k}": v for k, v in flat_metrics(result).items()},
-                "val_score_threshold": state.score_threshold.value,
-                "val_rsna_map_config_threshold": (
-                    rsna_map_above(predictions, config.score_threshold)
-                    if config.tune_score_threshold
-                    else result.rsna_map
-                ),
-                "seconds": time.perf_counter() - started,
-            }
-            runlog.write("epoch", record)
+            record = validate_epoch(state, loaders, runlog, train_loss, started)
             epochs.append(record)
             if world.is_main:
                 log.info(format_epoch(record))
-            metric = result.mean_iou if math.isfinite(result.mean_iou) else -math.inf
-            is_best = metric > state.best_metric
-            if is_best:
-                state.best_metric = metric
-            if world.is_main:  # best.pt first: a crash between the two redoes this epoch
-                snapshot = checkpoint_state(state)
-                if is_best:
-                    save_checkpoint(snapshot, run_dir / "best.pt")
-                save_checkpoint(snapshot, run_dir / "last.pt")
+            save_epoch_checkpoints(state, run_dir, record)
     if config.plots and world.is_main:
         write_plots(run_dir)
     distributed.barrier(world)  # no rank leaves while rank 0 still writes
     return TrainResult(run_dir, epochs, state.events)
+
+
+def validate_epoch(
+    state: TrainState,
+    loaders: Loaders,
+    runlog: RunLog | DiscardLog,
+    train_loss: float,
+    started: float,
+) -> dict[str, Any]:
+    """End an epoch: validate `state.eval_model` (sharded, gathered), sweep the score threshold
+    (and keep the best when tuned), log the sweep, the sample predictions and the epoch record;
+    returns that record. `started`: `time.perf_counter()` at the epoch's start."""
+    config, world = state.config, state.world
+    shard = list(predict_batches(state.eval_model, loaders.val, state.coding, config, state.device))
+    predictions = distributed.gather_shards(shard, list(loaders.val.sampler), loaders.n_val, world)
+    state.epoch, state.epoch_step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
+    sweep = score_threshold_sweep(predictions)
+    if config.tune_score_threshold:
+        state.score_threshold = ScoreThreshold.from_sweep(sweep, state.epoch)
+    result = evaluate_image_predictions(predictions, state.score_threshold.value)
+    runlog.write("threshold_sweep", {"epoch": state.epoch, "step": state.global_step - 1,
+                                     **sweep.record()})  # fmt: skip
+    runlog.write("val_samples", val_sample_record(state, predictions))
+    record = {
+        "epoch": state.epoch,
+        "step": state.global_step - 1,
+        "train_loss": train_loss,
+        **{f"val_{k}": v for k, v in flat_metrics(result).items()},
+        "val_score_threshold": state.score_threshold.value,
+        "val_rsna_map_config_threshold": (
+            rsna_map_above(predictions, config.score_threshold)
+            if config.tune_score_threshold
+            else result.rsna_map
+        ),
+        "seconds": time.perf_counter() - started,
+    }
+    runlog.write("epoch", record)
+    return record
+
+
+def save_epoch_checkpoints(state: TrainState, run_dir: Path, record: dict[str, Any]) -> None:
+    """Track the best val mean IoU (every rank); rank 0 writes `best.pt` when this epoch is the
+    best so far, then `last.pt` (best.pt first: a crash between the two redoes this epoch)."""
+    mean_iou = record["val_mean_iou"]
+    metric = mean_iou if math.isfinite(mean_iou) else -math.inf
+    is_best = metric > state.best_metric
+    if is_best:
+        state.best_metric = metric
+    if state.world.is_main:
+        snapshot = checkpoint_state(state)
+        if is_best:
+            save_checkpoint(snapshot, run_dir / "best.pt")
+        save_checkpoint(snapshot, run_dir / "last.pt")
 
 
 def score_threshold_sweep(predictions: list) -> ThresholdSweep:
