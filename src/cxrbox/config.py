@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.errors import ConfigError
 from cxrbox.options import (
     BACKBONE_STRIDE,
@@ -209,7 +210,10 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    """Write `config` as sorted JSON to `path`, atomically (`cxrbox.atomic_write`)."""
+    text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(text)
 
 
 def check_head_stride(head: str, stride: int) -> None:

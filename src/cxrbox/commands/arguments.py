@@ -7,6 +7,18 @@ import argparse
 from cxrbox.data.unreadable import ON_ERROR_CHOICES, SKIPPED_EXIT_CODE
 
 
+def score_threshold(text: str) -> float:
+    """argparse type of `--score-threshold`: a number in [0, 1], checked before a command starts
+    (so a bad value never touches an output file)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (a box score), got {text}")
+    return value
+
+
 def add_on_error_arguments(parser: argparse.ArgumentParser, default_sidecar: str) -> None:
     """`--on-error` and `--skipped` for a command that reads a folder of DICOMs."""
     parser.add_argument(

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.config import TrainConfig, config_from_saved, save_config
 from cxrbox.data.loaders import Loaders, build_loaders
 from cxrbox.engine import distributed
@@ -524,7 +525,8 @@ def save_val_samples(loaders: Loaders, path: Path) -> None:
     dataset = loaders.val.dataset
     n = min(N_VAL_SAMPLES, len(dataset))  # type: ignore[arg-type]
     images = [(dataset[i].image[0] * 255).round().to(torch.uint8).numpy() for i in range(n)]
-    np.savez_compressed(path, images=np.stack(images))
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, images=np.stack(images))
 
 
 def val_sample_record(state: TrainState, predictions: list) -> dict[str, Any]:
