@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from cxrbox.options import DEFAULT_STRIDE, HEADS, IOU_LOSS_NAMES, NORMS, STRIDES
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
+    from cxrbox.config import TrainConfig
     from cxrbox.engine.train import TrainResult
 
 
@@ -23,7 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", help="RSNA label CSV (patientId,x,y,width,height,Target)")
     parser.add_argument("--val-images", dest="val_images")
     parser.add_argument("--val-labels", dest="val_labels")
-    parser.add_argument("--out", help="run directory (default runs/latest)")
+    parser.add_argument(
+        "--out",
+        help="run directory; one that holds a run is refused unless --overwrite or --resume "
+        "(default runs/latest, numbered runs/latest-2, -3, ... when that holds a run)",
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--image-size", dest="image_size", type=int)
     parser.add_argument("--batch-size", dest="batch_size", type=int)
@@ -97,6 +102,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in RUN_DIR exactly (its saved config is used; other options "
         "are ignored)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its metrics, checkpoints and plots are removed once "
+        "this run has started)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -111,26 +122,58 @@ OVERRIDES = (
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import sys
+    from pathlib import Path
 
     from cxrbox.config import load_config
+    from cxrbox.engine.rundir import resume_hint
     from cxrbox.engine.train import train
 
+    rank0 = os.environ.get("RANK", "0") == "0"
     config = load_config(args.config, {name: getattr(args, name) for name in OVERRIDES})
-    if args.nproc > 1:
-        from cxrbox.engine.launch import launch_local
+    if args.resume is None and args.out is None and not args.overwrite:
+        config = numbered_default_out(config, say=rank0)
+    run_dir = Path(args.resume if args.resume is not None else config.out)
+    progress, overwrite = not args.quiet, args.overwrite
+    try:
+        if args.nproc > 1:
+            from cxrbox.engine.launch import launch_local
 
-        result = launch_local(args.nproc, config, args.resume, progress=not args.quiet)
-    else:
-        from cxrbox.engine import distributed
+            result = launch_local(args.nproc, config, args.resume, progress, overwrite)
+        else:
+            from cxrbox.engine import distributed
 
-        distributed.configure_rank_logging()  # under torchrun this process is one rank
-        try:
-            result = train(config, resume=args.resume, progress=not args.quiet)
-        finally:
-            distributed.shutdown()
-    if os.environ.get("RANK", "0") == "0":
+            distributed.configure_rank_logging()  # under torchrun this process is one rank
+            try:
+                result = train(config, args.resume, progress, overwrite)
+            finally:
+                distributed.shutdown()
+    except KeyboardInterrupt:
+        if rank0:
+            print(f"cxrbox train: {resume_hint(run_dir)}", file=sys.stderr)
+        raise
+    if rank0:
         print_training_summary(result)
     return 0
+
+
+def numbered_default_out(config: TrainConfig, say: bool) -> TrainConfig:
+    """The default run folder (runs/latest) is never overwritten: when it holds a run, the
+    first free runs/latest-2, -3, ... is used instead (and said when `say`). A folder the user
+    named is refused instead (`cxrbox.engine.rundir.check_new_run_dir`)."""
+    from pathlib import Path
+
+    from cxrbox.config import TrainConfig
+    from cxrbox.engine.rundir import next_free_run_dir
+
+    if config.out != TrainConfig.out:
+        return config
+    free = next_free_run_dir(config.out)
+    if free == Path(config.out):
+        return config
+    if say:
+        print(f"cxrbox train: {config.out} holds a run; this run goes to {free}")
+    return config.replace(out=str(free))
 
 
 def print_training_summary(result: TrainResult) -> None:

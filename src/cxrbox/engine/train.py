@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cxrbox.atomic_write import atomic_path
-from cxrbox.config import TrainConfig, config_from_saved, save_config
+from cxrbox.config import TrainConfig, config_from_saved
 from cxrbox.data.loaders import Loaders, build_loaders
 from cxrbox.engine import distributed
 from cxrbox.engine.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
@@ -40,6 +40,7 @@ from cxrbox.engine.ema import ModelEMA
 from cxrbox.engine.monitor import MonitorEvent, TrainingMonitor
 from cxrbox.engine.plots import VAL_SAMPLES_NAME, write_plots
 from cxrbox.engine.resume import epoch_batches, remove_stale_temporaries, step_checkpoint_due
+from cxrbox.engine.rundir import check_new_run_dir, check_resumable, start_run_dir
 from cxrbox.engine.runlog import DiscardLog, RunLog, truncate_after_step
 from cxrbox.engine.schedule import build_scheduler
 from cxrbox.engine.steprecords import PENDING_KEY, PendingSteps, check_finite
@@ -363,26 +364,31 @@ class TrainResult:
 
 
 def train(
-    config: TrainConfig, resume: str | Path | None = None, progress: bool = True
+    config: TrainConfig,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Run a training job; `resume` is a run dir whose `last.pt` is continued (config from it).
 
-    Started by torchrun, this process is one rank of a data-parallel job (see module docstring).
+    A new run refuses a `config.out` that holds a run unless `overwrite`; the old run's files
+    are removed, and `config.json` written, only once the start-up has succeeded
+    (`cxrbox.engine.rundir`). Started by torchrun, this process is one rank of a data-parallel
+    job (see module docstring).
     """
     checkpoint = None
     if resume is not None:
         run_dir = Path(resume)
+        check_resumable(run_dir)
         checkpoint = load_checkpoint(run_dir / "last.pt")
         remove_stale_temporaries(run_dir)
         config = config_from_saved(checkpoint["config"], source=str(run_dir / "last.pt"))
     else:
         run_dir = Path(config.out)
+        check_new_run_dir(run_dir, overwrite)
     if config.tensorboard:
         summary_writer_class()  # a missing package fails here, before any data is built
     world, device = distributed.init_from_env(config.device)
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.json")
     seed_everything(config.seed, config.deterministic)
 
     with distributed.main_first(world):  # one rank generates data and builds the caches
@@ -399,7 +405,9 @@ def train(
                 "data shards depend on it"
             )
         restore_state(state, checkpoint)
-        if world.is_main:
+    if world.is_main:  # the start-up succeeded: only now is the run's folder written
+        start_run_dir(run_dir, config, replace=checkpoint is None and overwrite)
+        if checkpoint is not None:
             truncate_after_step(run_dir, state.global_step - 1, epochs_done=state.epoch)
     if world.is_main and world.distributed:
         log.info(
