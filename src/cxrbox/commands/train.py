@@ -189,12 +189,15 @@ def print_training_summary(result: TrainResult) -> None:
             f"best epoch {best['epoch']}: val mean IoU {best['val_mean_iou']:.3f}, "
             f"RSNA mAP {best['val_rsna_map']:.3f} (checkpoint {result.run_dir / 'best.pt'})"
         )
-    if result.events:
+    if result.events:  # a collapsed validation is one (cxrbox.engine.monitor.validation_collapse)
         names = sorted({e.name for e in result.events})
         print(f"alarms raised: {len(result.events)} ({', '.join(names)}); see metrics.jsonl")
+        for event in {e.name: e for e in result.events}.values():  # the last of each kind
+            print(f"  last {event.name} alarm, step {event.step}: {event.message}")
     else:
         print("alarms raised: none (no collapse, dead gradients, stalled updates)")
-    print(f"metrics: {result.run_dir / 'metrics.csv'}  plots: {result.run_dir / 'plots'}")
+    plots = f"  plots: {result.plots_dir}" if result.plots_dir is not None else ""
+    print(f"metrics: {result.run_dir / 'metrics.csv'}{plots}")
 
 
 def _finite_or(value: float, default: float) -> float:

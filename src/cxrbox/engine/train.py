@@ -37,8 +37,8 @@ from cxrbox.engine import distributed
 from cxrbox.engine.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from cxrbox.engine.distributed import SINGLE, World
 from cxrbox.engine.ema import ModelEMA
-from cxrbox.engine.monitor import MonitorEvent, TrainingMonitor
-from cxrbox.engine.plots import VAL_SAMPLES_NAME, write_plots
+from cxrbox.engine.monitor import MonitorEvent, TrainingMonitor, validation_collapse
+from cxrbox.engine.plots import PLOTS_DIR, VAL_SAMPLES_NAME, write_plots
 from cxrbox.engine.resume import epoch_batches, remove_stale_temporaries, step_checkpoint_due
 from cxrbox.engine.rundir import check_new_run_dir, check_resumable, start_run_dir
 from cxrbox.engine.runlog import DiscardLog, RunLog, truncate_after_step
@@ -361,6 +361,7 @@ class TrainResult:
     run_dir: Path
     epochs: list[dict[str, Any]]
     events: list[MonitorEvent]
+    plots_dir: Path | None = None  # where the plots were written; None: not drawn (plots off)
 
 
 def train(
@@ -442,12 +443,17 @@ def train(
             record = validate_epoch(state, loaders, runlog, train_loss, started)
             epochs.append(record)
             if world.is_main:
-                log.info(format_epoch(record))
+                log.info(format_epoch(record) + format_eta(epochs, config.epochs - state.epoch))
+            alarm = validation_collapse(record, config.collapse_std, state.warmup_steps)
+            if alarm is not None:  # logged like a step's alarm; stops the run on fail_on_collapse
+                state.events.append(alarm)
+                handle_events(state, runlog, [alarm])
             save_epoch_checkpoints(state, run_dir, record)
-    if config.plots and world.is_main:
+    plots_dir = run_dir / PLOTS_DIR if config.plots and world.is_main else None
+    if plots_dir is not None:
         write_plots(run_dir)
     distributed.barrier(world)  # no rank leaves while rank 0 still writes
-    return TrainResult(run_dir, epochs, state.events)
+    return TrainResult(run_dir, epochs, state.events, plots_dir)
 
 
 def validate_epoch(
@@ -547,6 +553,19 @@ def val_sample_record(state: TrainState, predictions: list) -> dict[str, Any]:
         "truth": [p.truth.tolist() for p in chosen],
         "score_threshold": state.score_threshold.value,
     }
+
+
+def format_eta(epochs: list[dict[str, Any]], epochs_left: int) -> str:
+    """The live epoch line's estimate, `  ETA 3 min 20 s (2 more epochs)`: the mean `seconds`
+    of the epoch records this process ran, times the epochs left ("" when none is left). Not
+    in the run log, which stays free of wall-clock guesses."""
+    if epochs_left <= 0 or not epochs:
+        return ""
+    seconds = round(sum(r["seconds"] for r in epochs) / len(epochs) * epochs_left)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    text = f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+    return f"  ETA {text} ({epochs_left} more epoch{'s' if epochs_left > 1 else ''})"
 
 
 def format_epoch(record: dict[str, Any]) -> str:
