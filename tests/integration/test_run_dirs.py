@@ -135,3 +135,24 @@ def test_ctrl_c_prints_the_exact_command_that_continues_the_run(
     monkeypatch.undo()
     assert main([*command, "--quiet"]) == 0
     assert [r["epoch"] for r in read_records(tiny_config.out, "epoch")] == [1, 2]
+
+
+def test_ctrl_c_in_the_start_up_of_an_overwrite_says_nothing_was_written(
+    tiny_config, tmp_path, monkeypatch, capsys
+):
+    """Not 'start it again from DIR/config.json': that config is the old run's."""
+    from cxrbox.engine import train as train_module
+
+    run_dir = Path(tiny_config.out)
+    _write_old_run(run_dir)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "build_loaders", interrupted)
+    assert _train(tiny_config, tmp_path, "--overwrite") == 130
+    err = capsys.readouterr().err
+    assert "stopped before the run started, nothing was written" in err
+    assert f"the run already in {run_dir} is as it was" in err
+    assert "--config" not in err and "--resume" not in err
+    assert _files(run_dir) == OLD_RUN

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cxrbox.config import load_config
-    from cxrbox.engine.rundir import resume_hint
+    from cxrbox.engine.rundir import config_stamp, resume_hint
     from cxrbox.engine.train import train
 
     rank0 = os.environ.get("RANK", "0") == "0"
@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is None and args.out is None and not args.overwrite:
         config = numbered_default_out(config, say=rank0)
     run_dir = Path(args.resume if args.resume is not None else config.out)
+    stamp = config_stamp(run_dir)  # a run already there, not (yet) this one
     progress, overwrite = not args.quiet, args.overwrite
     try:
         if args.nproc > 1:
@@ -150,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
                 distributed.shutdown()
     except KeyboardInterrupt:
         if rank0:
-            print(f"cxrbox train: {resume_hint(run_dir)}", file=sys.stderr)
+            started = args.resume is not None or config_stamp(run_dir) != stamp
+            print(f"cxrbox train: {resume_hint(run_dir, started)}", file=sys.stderr)
         raise
     if rank0:
         print_training_summary(result)

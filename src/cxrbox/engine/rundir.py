@@ -108,9 +108,23 @@ def check_resumable(run_dir: str | Path) -> None:
     )
 
 
-def resume_hint(run_dir: str | Path) -> str:
-    """What to run after `run_dir`'s run was stopped (Ctrl-C, a kill): the exact command."""
+def config_stamp(run_dir: str | Path) -> tuple[int, int] | None:
+    """Identity of `run_dir`'s config.json (inode, mtime), None without one: a run that started
+    wrote it anew (`start_run_dir`), so a stamp that did not change means it never started."""
+    try:
+        stat = (Path(run_dir) / CONFIG_NAME).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def resume_hint(run_dir: str | Path, started: bool = True) -> str:
+    """What to run after `run_dir`'s run was stopped (Ctrl-C, a kill): the exact command.
+    `started`: whether the run got past its start-up (see `config_stamp`)."""
     run_dir = Path(run_dir)
+    if not started:
+        kept = f"; the run already in {run_dir} is as it was" if holds_run(run_dir) else ""
+        return f"stopped before the run started, nothing was written{kept}; run the command again"
     if (run_dir / "last.pt").is_file():
         return (
             "continue exactly where it stopped with: "
@@ -118,4 +132,4 @@ def resume_hint(run_dir: str | Path) -> str:
         )
     if (run_dir / CONFIG_NAME).is_file():
         return f"stopped before its first checkpoint; start it again: {restart_command(run_dir)}"
-    return "stopped before the run started (nothing was written); run the same command again"
+    return resume_hint(run_dir, started=False)  # started, but stopped before writing anything
