@@ -5,9 +5,11 @@ on clipped, ordered boxes) -> non-finite check -> backward -> gradient clipping 
 `opt.step()` -> `scheduler.step()` (per step: linear warmup, then cosine) -> EMA update.
 `last.pt` is written atomically every `checkpoint_every_steps` steps; each epoch ends with an
 evaluation of the EMA weights through the shared decode, a score-threshold sweep
-(`cxrbox.evaluation.threshold`) and `last.pt` / `best.pt`. A resumed run (`resume=RUN_DIR`) restarts
-at the step after `last.pt`, mid-epoch if need be, with the RNG state, optimizer, scheduler and
-EMA it had, so on CPU it continues exactly (`cxrbox.engine.resume`).
+(`cxrbox.evaluation.threshold`), the collapse alarm when validation shows one box for every
+image (`cxrbox.engine.monitor.validation_collapse`) and `last.pt` / `best.pt`. A resumed run
+(`resume=RUN_DIR`) restarts at the step after `last.pt`, mid-epoch if need be, with the RNG
+state, optimizer, scheduler and EMA it had, so on CPU it continues exactly
+(`cxrbox.engine.resume`). A new run never writes over another (`cxrbox.engine.rundir`).
 Under `torchrun` every rank runs this same function (`cxrbox.engine.distributed` holds the setup):
 each trains on its shard, validation is sharded and gathered, and only rank 0 writes files.
 """
