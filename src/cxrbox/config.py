@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.errors import ConfigError
 from cxrbox.options import (
     BACKBONE_STRIDE,
@@ -374,7 +375,10 @@ def _load_yaml(text: str) -> Any:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    """Write `config` as sorted JSON to `path`, atomically (`cxrbox.atomic_write`)."""
+    text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(text)
 
 
 def check_head_stride(head: str, stride: int) -> None:

@@ -19,6 +19,14 @@ def tiny_rsna(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_rsna, tmp_path_factory) -> Path:
+    """`last.pt` of a 1-epoch run on `tiny_rsna` (64 px, width 0.25): a model to predict with."""
+    config = tiny_config_for(tiny_rsna, tmp_path_factory.mktemp("tiny_checkpoint") / "run")
+    result = train_module.train(config.replace(epochs=1, width=0.25), progress=False)
+    return result.run_dir / "last.pt"
+
+
 @pytest.fixture
 def tiny_config(tiny_rsna, tmp_path) -> TrainConfig:
     """A fast training config on `tiny_rsna`: 64 px, narrow model, 2 epochs."""

@@ -110,6 +110,8 @@ def test_disk_full_stops_training_naming_the_checkpoint_and_keeps_the_previous_o
     real_fsync, calls = os.fsync, {"n": 0}
 
     def fsync_fails_on_the_third_checkpoint(fd):
+        if ".pt." not in os.readlink(f"/proc/self/fd/{fd}"):  # config.json, val_samples.npz
+            return real_fsync(fd)
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

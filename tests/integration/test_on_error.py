@@ -16,12 +16,9 @@ from cxrbox.errors import DicomError
 BROKEN = {"broken_truncated": "cannot read pixels", "broken_not_dicom": "not a DICOM file"}
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_rsna, tmp_path_factory):
-    from tests.integration.conftest import tiny_config_for
-
-    config = tiny_config_for(tiny_rsna, tmp_path_factory.mktemp("on_error") / "run")
-    return train(config.replace(epochs=1, width=0.25), progress=False).run_dir / "last.pt"
+@pytest.fixture
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def numeric_fields(record: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def run_dir(tiny_rsna, tmp_path_factory) -> Path:
     """2 epochs with --tensorboard; the collapse alarm fires at the first step after warmup
-    (any spread is under collapse_std 1.0, patience 1)."""
+    (any spread is under collapse_std 1.0, patience 1) and at epoch 2's validation."""
     config = tiny_config_for(tiny_rsna, tmp_path_factory.mktemp("tensorboard") / "run")
     config = config.replace(tensorboard=True, collapse_std=1.0, collapse_patience=1)
     return train(config, progress=False).run_dir
@@ -81,11 +81,14 @@ def test_each_epoch_logs_one_validation_image_at_its_end_step(run_dir):
 
 def test_an_alarm_is_text_at_its_step(run_dir):
     alarms = list(read_records(run_dir, "event"))
-    assert [a["name"] for a in alarms] == ["collapse"]
+    # the step monitor's alarm (first step after warmup), then epoch 2's validation's
+    assert [(a["name"], a["step"]) for a in alarms] == [("collapse", 3), ("collapse", 5)]
+    assert alarms[1]["message"].startswith("validation at epoch 2")
     logged = read_events(run_dir).Tensors(f"{ALARMS_TAG}/text_summary")
     assert [e.step for e in logged] == [a["step"] for a in alarms]
-    text = tensor_util.make_ndarray(logged[0].tensor_proto).item().decode()
-    assert "collapse" in text and alarms[0]["message"] in text
+    for event, alarm in zip(logged, alarms, strict=True):
+        text = tensor_util.make_ndarray(event.tensor_proto).item().decode()
+        assert "collapse" in text and alarm["message"] in text
 
 
 def test_a_resumed_run_shows_each_step_once(tiny_config, monkeypatch):

@@ -104,6 +104,23 @@ def test_build_in_progress_or_interrupted_leaves_no_cache(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # and no temporary files
 
 
+def test_a_rebuild_stopped_before_its_sidecar_leaves_no_cache_that_opens(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new array is in place, the sidecar not yet: the old sidecar (other row order, same
+    shape) must not pair with it, or every patient would get another patient's image."""
+
+    def stopped(*args: object, **kwargs: object) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_module.json, "dumps", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(built.parent / "images", ["pc", "pb", "pa"], 32, built)
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="missing"):
+        ImageCache.open(built)
+
+
 def test_wrong_size_is_a_data_error(built: Path) -> None:
     with pytest.raises(DataError, match="holds 32 px images, 64 px requested"):
         ImageCache.open(built, size=64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrbox.commands.arguments import add_on_error_arguments, device, require_device
+from cxrbox.commands.arguments import add_on_error_arguments, device, number, require_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
     parser.add_argument("--labels", required=True, help="RSNA label CSV")
     parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--score-threshold", dest="score_threshold", type=float,
+    parser.add_argument("--score-threshold", dest="score_threshold", type=number(0.0, 1.0),
                         help="RSNA mAP of the boxes scoring at least this (default: the "
                         "model's, tuned on validation)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -52,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
         skipped = find_unreadable({p: files[p] for p in labels if p in files}, config.intensity)
         skipped_ids = {s.patient_id for s in skipped}
         labels = {pid: boxes for pid, boxes in labels.items() if pid not in skipped_ids}
-    sidecar = write_skipped(args.skipped or "cxrbox-eval-skipped.csv", skipped) if skipped else None
-    code = SKIPPED_EXIT_CODE if skipped else 0
     loader = folder_loader(args.images, labels, config)
     result = evaluate(model, loader, coding, config, args.device, progress="eval")
+    sidecar = write_skipped(args.skipped or "cxrbox-eval-skipped.csv", skipped) if skipped else None
+    code = SKIPPED_EXIT_CODE if skipped else 0
     metrics = flat_metrics(result)
     if args.json:
         std = {k: metrics.pop(f"std_{k}") for k in ("cx", "cy", "w", "h")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrbox.commands.arguments import add_on_error_arguments, device, require_device
+from cxrbox.commands.arguments import add_on_error_arguments, device, number, require_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", required=True, help="folder of <patientId>.dcm files")
     parser.add_argument("--out", required=True, help="submission CSV to write")
     parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--score-threshold", dest="score_threshold", type=float,
+    parser.add_argument("--score-threshold", dest="score_threshold", type=number(0.0, 1.0),
                         help="override the checkpoint's score threshold")  # fmt: skip
     add_on_error_arguments(parser, "OUT with .skipped.csv")
     parser.set_defaults(func=run)
@@ -28,29 +28,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import csv
+    from pathlib import Path
 
     import numpy as np
 
+    from cxrbox.atomic_write import atomic_path
     from cxrbox.data.dicom import find_dicom_files
     from cxrbox.data.unreadable import SKIPPED_EXIT_CODE, find_unreadable, write_skipped
     from cxrbox.deploy.inference import describe_score_threshold, load_inference_model
+    from cxrbox.errors import DataError
     from cxrbox.evaluation.evaluate import folder_loader, predict_batches
     from cxrbox.modeling.decode import to_rsna_prediction_string
 
     require_device(args.device)
     model, config, coding = load_inference_model(args.model, args.device)
+    files = find_dicom_files(args.images)
+    if not files:
+        raise DataError(
+            f"--images {args.images}: no *.dcm files in this folder (expected <patientId>.dcm "
+            "images to predict); nothing was written"
+        )
     threshold = config.score_threshold if args.score_threshold is None else args.score_threshold
     print(
         "cxrbox predict: "
         + describe_score_threshold(args.model, config.score_threshold, args.score_threshold, model)
     )
-    files = find_dicom_files(args.images)
     skipped = find_unreadable(files, config.intensity) if args.on_error == "skip" else []
     skipped_ids = {s.patient_id for s in skipped}
     unlabelled = {pid: np.zeros((0, 4), np.float32) for pid in files if pid not in skipped_ids}
     loader = folder_loader(args.images, unlabelled, config)
     n_images = n_boxes = 0
-    with open(args.out, "w", newline="") as handle:
+    # The whole submission or, on any error or Ctrl-C, the previous --out untouched.
+    with atomic_path(args.out, suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["patientId", "PredictionString"])
         predictions = predict_batches(
@@ -65,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
             n_boxes += len(pred.detections.scores)
     print(f"cxrbox predict: {n_images} images, {n_boxes} boxes -> {args.out}")
     if skipped:
-        from pathlib import Path
-
         sidecar = write_skipped(args.skipped or Path(args.out).with_suffix(".skipped.csv"), skipped)
         print(f"skipped {len(skipped)} unreadable file(s), listed in {sidecar}")
         return SKIPPED_EXIT_CODE

@@ -9,6 +9,7 @@ from cxrbox.commands.arguments import device, integer, require_device, show_conf
 from cxrbox.options import HEADS, IOU_LOSS_NAMES, NORMS, STRIDES
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
+    from cxrbox.config import TrainConfig
     from cxrbox.engine.train import TrainResult
 
 
@@ -26,7 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="validation DICOM folder, with --val-labels (default: a split of "
                         "--labels by patient, --images for both)")  # fmt: skip
     parser.add_argument("--val-labels", dest="val_labels", help="validation RSNA label CSV")
-    parser.add_argument("--out", help="run directory")
+    parser.add_argument(
+        "--out",
+        help="run directory; one that holds a run is refused unless --overwrite or --resume "
+        "(default runs/latest, numbered runs/latest-2, -3, ... when that holds a run)",
+    )
     parser.add_argument("--epochs", type=int, help="epochs to train")
     parser.add_argument("--image-size", dest="image_size", type=int,
                         help="side of the square network input, px (a multiple of 32)")  # fmt: skip
@@ -111,6 +116,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in RUN_DIR exactly (its saved config is used; other options "
         "are ignored)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its metrics, checkpoints and plots are removed once "
+        "this run has started)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     show_config_defaults(parser, OVERRIDES)
@@ -126,27 +137,61 @@ OVERRIDES = (
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import sys
+    from pathlib import Path
 
     from cxrbox.config import load_config
+    from cxrbox.engine.rundir import config_stamp, resume_hint
     from cxrbox.engine.train import train
 
+    rank0 = os.environ.get("RANK", "0") == "0"
     config = load_config(args.config, {name: getattr(args, name) for name in OVERRIDES})
     require_device(config.device, "--device" if args.device else "device")
-    if args.nproc > 1:
-        from cxrbox.engine.launch import launch_local
+    if args.resume is None and args.out is None and not args.overwrite:
+        config = numbered_default_out(config, say=rank0)
+    run_dir = Path(args.resume if args.resume is not None else config.out)
+    stamp = config_stamp(run_dir)  # a run already there, not (yet) this one
+    progress, overwrite = not args.quiet, args.overwrite
+    try:
+        if args.nproc > 1:
+            from cxrbox.engine.launch import launch_local
 
-        result = launch_local(args.nproc, config, args.resume, progress=not args.quiet)
-    else:
-        from cxrbox.engine import distributed
+            result = launch_local(args.nproc, config, args.resume, progress, overwrite)
+        else:
+            from cxrbox.engine import distributed
 
-        distributed.configure_rank_logging()  # under torchrun this process is one rank
-        try:
-            result = train(config, resume=args.resume, progress=not args.quiet)
-        finally:
-            distributed.shutdown()
-    if os.environ.get("RANK", "0") == "0":
+            distributed.configure_rank_logging()  # under torchrun this process is one rank
+            try:
+                result = train(config, args.resume, progress, overwrite)
+            finally:
+                distributed.shutdown()
+    except KeyboardInterrupt:
+        if rank0:
+            started = args.resume is not None or config_stamp(run_dir) != stamp
+            print(f"cxrbox train: {resume_hint(run_dir, started)}", file=sys.stderr)
+        raise
+    if rank0:
         print_training_summary(result)
     return 0
+
+
+def numbered_default_out(config: TrainConfig, say: bool) -> TrainConfig:
+    """The default run folder (runs/latest) is never overwritten: when it holds a run, the
+    first free runs/latest-2, -3, ... is used instead (and said when `say`). A folder the user
+    named is refused instead (`cxrbox.engine.rundir.check_new_run_dir`)."""
+    from pathlib import Path
+
+    from cxrbox.config import TrainConfig
+    from cxrbox.engine.rundir import next_free_run_dir
+
+    if config.out != TrainConfig.out:
+        return config
+    free = next_free_run_dir(config.out)
+    if free == Path(config.out):
+        return config
+    if say:
+        print(f"cxrbox train: {config.out} holds a run; this run goes to {free}")
+    return config.replace(out=str(free))
 
 
 def print_training_summary(result: TrainResult) -> None:
@@ -162,12 +207,15 @@ def print_training_summary(result: TrainResult) -> None:
             f"best epoch {best['epoch']}: val mean IoU {best['val_mean_iou']:.3f}, "
             f"RSNA mAP {best['val_rsna_map']:.3f} (checkpoint {result.run_dir / 'best.pt'})"
         )
-    if result.events:
+    if result.events:  # a collapsed validation is one (cxrbox.engine.monitor.validation_collapse)
         names = sorted({e.name for e in result.events})
         print(f"alarms raised: {len(result.events)} ({', '.join(names)}); see metrics.jsonl")
+        for event in {e.name: e for e in result.events}.values():  # the last of each kind
+            print(f"  last {event.name} alarm, step {event.step}: {event.message}")
     else:
         print("alarms raised: none (no collapse, dead gradients, stalled updates)")
-    print(f"metrics: {result.run_dir / 'metrics.csv'}  plots: {result.run_dir / 'plots'}")
+    plots = f"  plots: {result.plots_dir}" if result.plots_dir is not None else ""
+    print(f"metrics: {result.run_dir / 'metrics.csv'}{plots}")
 
 
 def _finite_or(value: float, default: float) -> float:

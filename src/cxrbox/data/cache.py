@@ -5,14 +5,14 @@
 file (np.lib.format.open_memmap). The sidecar `<name>.json` records the format version, S, the
 intensity rule (`cxrbox.data.dicom`; a cache opened for another rule is refused), the source folder,
 the patient ids in row order and each image's original (H, W), which boxes in original pixels
-need. Both files are written under temporary names and renamed when complete,
-sidecar last, so an interrupted build never leaves a cache that opens.
+need. Both files are written through `cxrbox.atomic_write` (a temporary name, renamed when
+complete), the array first, after removing any older sidecar, and the sidecar last, so an
+interrupted build never leaves a cache that opens.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.errors import DataError, InputValueError, listed
 from cxrbox.options import DEFAULT_INTENSITY
 
@@ -95,40 +96,37 @@ def build_cache(
             f"{images_dir}: {len(missing)} of {len(ids)} patients have no <patientId>.dcm file: "
             f"{listed(missing)}"
         )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_npy = out_path.with_name(out_path.name + ".partial.npy")
-    array = np.lib.format.open_memmap(
-        tmp_npy, mode="w+", dtype=np.uint8, shape=(len(ids), size, size)
-    )
     jobs = [(str(files[pid]), size, intensity) for pid in ids]
     orig_sizes: list[tuple[int, int]] = []
+    sidecar = sidecar_path(out_path)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(ids), desc=f"caching {size} px", unit="img")
     try:
-        if workers == 1:
-            results: Iterable[tuple[np.ndarray, tuple[int, int]]] = map(_decode_job, jobs)
-            pool = None
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers)
-            results = pool.map(_decode_job, jobs, chunksize=8)
-        try:
-            for row, (image, orig) in enumerate(results):
-                array[row] = image
-                orig_sizes.append(orig)
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-        array.flush()
-        del array
-        os.replace(tmp_npy, out_path)
-    except BaseException:
-        tmp_npy.unlink(missing_ok=True)
-        raise
+        with atomic_path(out_path, suffix=".npy") as tmp_npy:
+            array = np.lib.format.open_memmap(
+                tmp_npy, mode="w+", dtype=np.uint8, shape=(len(ids), size, size)
+            )
+            if workers == 1:
+                results: Iterable[tuple[np.ndarray, tuple[int, int]]] = map(_decode_job, jobs)
+                pool = None
+            else:
+                pool = ProcessPoolExecutor(max_workers=workers)
+                results = pool.map(_decode_job, jobs, chunksize=8)
+            try:
+                for row, (image, orig) in enumerate(results):
+                    array[row] = image
+                    orig_sizes.append(orig)
+                    if bar is not None:
+                        bar.update(1)
+            finally:
+                if pool is not None:
+                    pool.shutdown(cancel_futures=True)
+            array.flush()
+            del array
+            sidecar.unlink(missing_ok=True)  # an older sidecar must never describe this array
     finally:
         if bar is not None:
             bar.close()
@@ -140,10 +138,8 @@ def build_cache(
         "patient_ids": ids,
         "orig_sizes": [list(hw) for hw in orig_sizes],
     }
-    sidecar = sidecar_path(out_path)
-    tmp_json = sidecar.with_name(sidecar.name + ".partial")
-    tmp_json.write_text(json.dumps(meta))
-    os.replace(tmp_json, sidecar)
+    with atomic_path(sidecar, suffix=".json") as tmp_json:
+        tmp_json.write_text(json.dumps(meta))
     return out_path
 
 

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.errors import DataError, InputValueError, LabelError
 
 __all__ = [
@@ -116,7 +117,7 @@ def read_rsna_labels(csv_path: str | Path) -> dict[str, np.ndarray]:
 
 
 def write_rsna_labels(path: str | Path, labels: Mapping[str, np.ndarray]) -> Path:
-    """Write `labels` ({patientId: [N, 4] xyxy pixels}) as an RSNA label CSV; return the path.
+    """Write `labels` ({patientId: [N, 4] xyxy pixels}) as an RSNA label CSV (atomic); returns it.
 
     A negative (N = 0) becomes one row with empty coordinates and Target 0. Boxes are taken as
     float32 (what the reader returns) and must be finite with x1 < x2, y1 < y2, else
@@ -145,7 +146,7 @@ def write_rsna_labels(path: str | Path, labels: Mapping[str, np.ndarray]) -> Pat
             x_text, w_text = _start_and_size(x1, x2)
             y_text, h_text = _start_and_size(y1, y2)
             rows.append((pid, x_text, y_text, w_text, h_text, "1"))
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with atomic_path(path, suffix=".csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows(rows)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.config import TrainConfig
 from cxrbox.data.augment import build_transforms
 from cxrbox.data.cache import ImageCache, build_cache, default_cache_path
@@ -53,7 +54,8 @@ def ensure_synthetic(root: Path, n_images: int, seed: int, image_size: int) -> P
 
         log.info("generating %d synthetic RSNA-format images in %s", n_images, folder)
         write_rsna_like(folder, n_images, seed, image_size=image_size, progress=sys.stderr.isatty())
-        marker.write_text("ok\n")
+        with atomic_path(marker) as tmp:
+            tmp.write_text("ok\n")
     return folder
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.errors import DicomError
 
 ON_ERROR_CHOICES = ("fail", "skip")
@@ -41,9 +42,9 @@ def find_unreadable(files: Mapping[str, Path], intensity: str) -> list[Skipped]:
 
 
 def write_skipped(path: str | Path, skipped: list[Skipped]) -> Path:
-    """Write the sidecar CSV (patientId,path,reason); returns its path."""
+    """Write the sidecar CSV (patientId,path,reason) atomically; returns its path."""
     path = Path(path)
-    with open(path, "w", newline="") as handle:
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["patientId", "path", "reason"])
         writer.writerows([s.patient_id, str(s.path), s.reason] for s in skipped)

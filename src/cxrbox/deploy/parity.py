@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.boxes import box_iou
 from cxrbox.config import TrainConfig
 from cxrbox.deploy.quantize import DEFAULT_SETTINGS, QuantSettings
@@ -193,7 +194,9 @@ def write_report(report: dict[str, Any], json_path: Path, png_path: Path) -> Non
     """The JSON report and a PNG: metrics per model and FP32-vs-int8 top-box IoU."""
     from cxrbox.figures import pyplot, save_figure
 
-    json_path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    text = json.dumps(report, indent=2, default=float) + "\n"
+    with atomic_path(json_path, suffix=".json") as tmp:
+        tmp.write_text(text)
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     names = list(report["models"])

@@ -18,7 +18,11 @@ from cxrbox.errors import TrainingError
 
 
 def launch_local(
-    nproc: int, config: TrainConfig, resume: str | Path | None, progress: bool = True
+    nproc: int,
+    config: TrainConfig,
+    resume: str | Path | None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> Any:
     """Train on `nproc` local ranks; returns rank 0's `TrainResult`."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -34,7 +38,7 @@ def launch_local(
         max_restarts=0,
         start_method="spawn",
     )
-    worker_args = (config.to_dict(), None if resume is None else str(resume), progress)
+    worker_args = (config.to_dict(), None if resume is None else str(resume), progress, overwrite)
     # torchrun gives each rank one thread unless OMP_NUM_THREADS says otherwise; its Python API
     # does not, so N ranks of all-core thread pools would oversubscribe the machine. Share it.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -56,13 +60,16 @@ def _failure_message(failure: Any) -> str:
     return str(message).strip().splitlines()[-1] if str(message).strip() else "see its log"
 
 
-def train_worker(config_values: dict[str, Any], resume: str | None, progress: bool) -> Any:
+def train_worker(
+    config_values: dict[str, Any], resume: str | None, progress: bool, overwrite: bool = False
+) -> Any:
     """One rank (a spawned process): logging as the CLI sets it, then `train`."""
     from cxrbox.engine import distributed
     from cxrbox.engine.train import train
 
     distributed.configure_rank_logging()
     try:
-        return train(config_from_dict(config_values), resume=resume, progress=progress)
+        config = config_from_dict(config_values)
+        return train(config, resume=resume, progress=progress, overwrite=overwrite)
     finally:
         distributed.shutdown()

@@ -3,7 +3,9 @@
 Per monitored step (every `every` steps) a `TrainingMonitor` records:
 - `pred_{cx,cy,w,h}_{mean,std}`: the top-scoring box per image, spread across the batch.
   A collapse alarm fires when the centre spread stays under `collapse_std` for `patience`
-  monitored steps after warmup (the original stall: one constant box for every image);
+  monitored steps after warmup (the original stall: one constant box for every image). The
+  same alarm fires at an epoch's end when validation shows it: `validation_collapse` reads the
+  spread of the top box over the validation images from the epoch record;
 - `feature_mean`, `feature_std`: backbone output statistics; `feature_spatial_std` is the spread
   over positions, which global pooling or dead activations drive to zero;
 - `grad_norm` (total, before clipping), `grad_clipped`, per-layer norms, zero-gradient layers;
@@ -16,6 +18,7 @@ Alarms become `MonitorEvent`s; the trainer logs them and, for collapse with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +44,30 @@ class MonitorEvent:
 
     def as_record(self) -> dict[str, object]:
         return {"step": self.step, "name": self.name, "level": self.level, "message": self.message}
+
+
+def validation_collapse(
+    record: Mapping[str, Any], collapse_std: float, warmup_steps: int
+) -> MonitorEvent | None:
+    """The collapse alarm of an epoch's validation, or None.
+
+    `record` is the trainer's epoch record: `val_std_cx` / `val_std_cy` are the std over the
+    validation images of the top box's normalized centre, `step` the epoch's last global step.
+    It fires when the larger of the two is under `collapse_std` (as the step monitor's rule)
+    once warmup is over (`step >= warmup_steps`, true of every run's last epoch) and at least
+    two images were validated (one image has no spread to judge).
+    """
+    spread = max(record["val_std_cx"], record["val_std_cy"])
+    if record["step"] < warmup_steps or record["val_n_images"] < 2 or not spread < collapse_std:
+        return None
+    return MonitorEvent(
+        record["step"],
+        "collapse",
+        f"validation at epoch {record['epoch']}: the top boxes' centres spread "
+        f"{spread:.4f} < {collapse_std} over {record['val_n_images']} images: the model "
+        "predicts one box for every image",
+        level="error",
+    )
 
 
 def prediction_stats(raw: Tensor, coding: GridCoding) -> dict[str, Tensor]:

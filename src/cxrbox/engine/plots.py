@@ -4,7 +4,8 @@
 writes into `run_dir/plots/`:
 - `lr.png`: LR per param group per step, with the warmup boundary;
 - `losses.png`: each loss branch per step, and the validation metrics per epoch;
-- `prediction_spread.png`: batch std of the top box's centre and size (collapse when ~0);
+- `prediction_spread.png`: batch std of the top box's centre and size (collapse when ~0), the
+  validation's centre spread per epoch and a red line at each collapse alarm;
 - `gradients.png`: gradient norm before clipping (with the clip level) and update/weight ratio;
 - `val_predictions.png`: validation images with truth (green) and top predictions (red) at
   several epochs: predictions vs ground truth over time (one epoch's column: `draw_val_epoch`,
@@ -69,13 +70,31 @@ def plot_losses(steps: list[dict], epochs: list[dict], out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def plot_prediction_spread(steps: list[dict], collapse_std: float, out: Path) -> Path:
+def plot_prediction_spread(
+    steps: list[dict],
+    collapse_std: float,
+    out: Path,
+    epochs: Sequence[dict] = (),
+    alarms: Sequence[dict] = (),
+) -> Path:
+    """Training batches' spread per step, validation's centre spread at each epoch's last step,
+    and a vertical red line at the step of each collapse alarm (`alarms`: event records)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for key in ("pred_cx_std", "pred_cy_std", "pred_w_std", "pred_h_std"):
         name = key.removeprefix("pred_").removesuffix("_std")
         ax.plot(*_series(steps, key), label=f"std of {name}")
+    if epochs:
+        ax.plot(
+            [r["step"] for r in epochs],
+            [max(r["val_std_cx"], r["val_std_cy"]) for r in epochs],
+            "ko-",
+            label="validation: std of the centre (larger of cx, cy)",
+        )
     ax.axhline(collapse_std, color="red", linestyle="--", label=f"collapse alarm ({collapse_std})")
+    for i, alarm in enumerate(a for a in alarms if a["name"] == "collapse"):
+        label = "collapse alarm raised" if i == 0 else None
+        ax.axvline(alarm["step"], color="red", linewidth=2, alpha=0.6, label=label)
     ax.set(
         title="In-batch spread of the top predicted box (0 = same box for every image)",
         xlabel="step",
@@ -219,6 +238,7 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     epochs = [r for r in records if r["kind"] == "epoch"]
     samples = [r for r in records if r["kind"] == "val_samples"]
     sweeps = {r["epoch"]: r for r in records if r["kind"] == "threshold_sweep"}
+    alarms = [r for r in records if r["kind"] == "event"]
     config = json.loads((run_dir / "config.json").read_text())
     config.update(next((r for r in records if r["kind"] == "run"), {}))
     written = []
@@ -226,7 +246,9 @@ def write_plots(run_dir: str | Path) -> list[Path]:
         written.append(plot_lr(steps, config, out / "lr.png"))
         written.append(plot_losses(steps, epochs, out / "losses.png"))
         written.append(
-            plot_prediction_spread(steps, config["collapse_std"], out / "prediction_spread.png")
+            plot_prediction_spread(
+                steps, config["collapse_std"], out / "prediction_spread.png", epochs, alarms
+            )
         )
         written.append(plot_gradients(steps, config["grad_clip"], out / "gradients.png"))
     best = best_epoch(epochs)

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from cxrbox.atomic_write import atomic_path
+
 JSONL_NAME = "metrics.jsonl"
 CSV_NAME = "metrics.csv"
 CSV_KINDS = ("step", "epoch")
@@ -108,7 +110,8 @@ def truncate_after_step(
     run_dir: str | Path, global_step: int, epochs_done: int | None = None
 ) -> None:
     """Drop records past `global_step`, and epoch records past `epochs_done` when given (used
-    on resume, so steps and epochs after the checkpoint are not logged twice)."""
+    on resume, so steps and epochs after the checkpoint are not logged twice). Both files are
+    rewritten atomically: an interrupted resume leaves them as they were."""
     path = Path(run_dir) / JSONL_NAME
     if not path.exists():
         return
@@ -124,14 +127,15 @@ def truncate_after_step(
     kept = [
         line for line in path.read_text().splitlines(keepends=True) if kept_record(json.loads(line))
     ]
-    path.write_text("".join(kept))
+    with atomic_path(path, suffix=".jsonl") as tmp:
+        tmp.write_text("".join(kept))
     csv_path = Path(run_dir) / CSV_NAME
     if csv_path.exists():
         with open(csv_path, newline="") as handle:
             rows = list(csv.DictReader(handle))
             header = rows[0].keys() if rows else None
         if header is not None:
-            with open(csv_path, "w", newline="") as handle:
+            with atomic_path(csv_path, suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, list(header))
                 writer.writeheader()
                 writer.writerows(r for r in rows if kept_record(r))

@@ -5,9 +5,11 @@ on clipped, ordered boxes) -> non-finite check -> backward -> gradient clipping 
 `opt.step()` -> `scheduler.step()` (per step: linear warmup, then cosine) -> EMA update.
 `last.pt` is written atomically every `checkpoint_every_steps` steps; each epoch ends with an
 evaluation of the EMA weights through the shared decode, a score-threshold sweep
-(`cxrbox.evaluation.threshold`) and `last.pt` / `best.pt`. A resumed run (`resume=RUN_DIR`) restarts
-at the step after `last.pt`, mid-epoch if need be, with the RNG state, optimizer, scheduler and
-EMA it had, so on CPU it continues exactly (`cxrbox.engine.resume`).
+(`cxrbox.evaluation.threshold`), the collapse alarm when validation shows one box for every
+image (`cxrbox.engine.monitor.validation_collapse`) and `last.pt` / `best.pt`. A resumed run
+(`resume=RUN_DIR`) restarts at the step after `last.pt`, mid-epoch if need be, with the RNG
+state, optimizer, scheduler and EMA it had, so on CPU it continues exactly
+(`cxrbox.engine.resume`). A new run never writes over another (`cxrbox.engine.rundir`).
 Under `torchrun` every rank runs this same function (`cxrbox.engine.distributed` holds the setup):
 each trains on its shard, validation is sharded and gathered, and only rank 0 writes files.
 """
@@ -30,15 +32,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cxrbox.config import TrainConfig, config_from_saved, save_config
+from cxrbox.atomic_write import atomic_path
+from cxrbox.config import TrainConfig, config_from_saved
 from cxrbox.data.loaders import Loaders, build_loaders
 from cxrbox.engine import distributed
 from cxrbox.engine.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from cxrbox.engine.distributed import SINGLE, World
 from cxrbox.engine.ema import ModelEMA
-from cxrbox.engine.monitor import MonitorEvent, TrainingMonitor
-from cxrbox.engine.plots import VAL_SAMPLES_NAME, write_plots
+from cxrbox.engine.monitor import MonitorEvent, TrainingMonitor, validation_collapse
+from cxrbox.engine.plots import PLOTS_DIR, VAL_SAMPLES_NAME, write_plots
 from cxrbox.engine.resume import epoch_batches, remove_stale_temporaries, step_checkpoint_due
+from cxrbox.engine.rundir import check_new_run_dir, check_resumable, start_run_dir
 from cxrbox.engine.runlog import DiscardLog, RunLog, truncate_after_step
 from cxrbox.engine.schedule import build_scheduler
 from cxrbox.engine.steprecords import PENDING_KEY, PendingSteps, check_finite
@@ -359,29 +363,35 @@ class TrainResult:
     run_dir: Path
     epochs: list[dict[str, Any]]
     events: list[MonitorEvent]
+    plots_dir: Path | None = None  # where the plots were written; None: not drawn (plots off)
 
 
 def train(
-    config: TrainConfig, resume: str | Path | None = None, progress: bool = True
+    config: TrainConfig,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Run a training job; `resume` is a run dir whose `last.pt` is continued (config from it).
 
-    Started by torchrun, this process is one rank of a data-parallel job (see module docstring).
+    A new run refuses a `config.out` that holds a run unless `overwrite`; the old run's files
+    are removed, and `config.json` written, only once the start-up has succeeded
+    (`cxrbox.engine.rundir`). Started by torchrun, this process is one rank of a data-parallel
+    job (see module docstring).
     """
     checkpoint = None
     if resume is not None:
         run_dir = Path(resume)
+        check_resumable(run_dir)
         checkpoint = load_checkpoint(run_dir / "last.pt")
         remove_stale_temporaries(run_dir)
         config = config_from_saved(checkpoint["config"], source=str(run_dir / "last.pt"))
     else:
         run_dir = Path(config.out)
+        check_new_run_dir(run_dir, overwrite)
     if config.tensorboard:
         summary_writer_class()  # a missing package fails here, before any data is built
     world, device = distributed.init_from_env(config.device)
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.json")
     seed_everything(config.seed, config.deterministic)
 
     with distributed.main_first(world):  # one rank generates data and builds the caches
@@ -398,7 +408,9 @@ def train(
                 "data shards depend on it"
             )
         restore_state(state, checkpoint)
-        if world.is_main:
+    if world.is_main:  # the start-up succeeded: only now is the run's folder written
+        start_run_dir(run_dir, config, replace=checkpoint is None and overwrite)
+        if checkpoint is not None:
             truncate_after_step(run_dir, state.global_step - 1, epochs_done=state.epoch)
     if world.is_main and world.distributed:
         log.info(
@@ -430,50 +442,73 @@ def train(
         while state.epoch < config.epochs:
             started = time.perf_counter()
             train_loss = train_one_epoch(state, loaders, runlog, progress)
-            shard = list(
-                predict_batches(state.eval_model, loaders.val, state.coding, config, state.device)
-            )
-            predictions = distributed.gather_shards(
-                shard, list(loaders.val.sampler), loaders.n_val, world
-            )
-            state.epoch, state.epoch_step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
-            sweep = score_threshold_sweep(predictions)
-            if config.tune_score_threshold:
-                state.score_threshold = ScoreThreshold.from_sweep(sweep, state.epoch)
-            result = evaluate_image_predictions(predictions, state.score_threshold.value)
-            runlog.write("threshold_sweep", {"epoch": state.epoch, "step": state.global_step - 1,
-                                             **sweep.record()})  # fmt: skip
-            runlog.write("val_samples", val_sample_record(state, predictions))
-            record = {
-                "epoch": state.epoch,
-                "step": state.global_step - 1,
-                "train_loss": train_loss,
-                **{f"val_{k}": v for k, v in flat_metrics(result).items()},
-                "val_score_threshold": state.score_threshold.value,
-                "val_rsna_map_config_threshold": (
-                    rsna_map_above(predictions, config.score_threshold)
-                    if config.tune_score_threshold
-                    else result.rsna_map
-                ),
-                "seconds": time.perf_counter() - started,
-            }
-            runlog.write("epoch", record)
+            record = validate_epoch(state, loaders, runlog, train_loss, started)
             epochs.append(record)
             if world.is_main:
-                log.info(format_epoch(record))
-            metric = result.mean_iou if math.isfinite(result.mean_iou) else -math.inf
-            is_best = metric > state.best_metric
-            if is_best:
-                state.best_metric = metric
-            if world.is_main:  # best.pt first: a crash between the two redoes this epoch
-                snapshot = checkpoint_state(state)
-                if is_best:
-                    save_checkpoint(snapshot, run_dir / "best.pt")
-                save_checkpoint(snapshot, run_dir / "last.pt")
-    if config.plots and world.is_main:
+                log.info(format_epoch(record) + format_eta(epochs, config.epochs - state.epoch))
+            alarm = validation_collapse(record, config.collapse_std, state.warmup_steps)
+            if alarm is not None:  # logged like a step's alarm; stops the run on fail_on_collapse
+                state.events.append(alarm)
+                handle_events(state, runlog, [alarm])
+            save_epoch_checkpoints(state, run_dir, record)
+    plots_dir = run_dir / PLOTS_DIR if config.plots and world.is_main else None
+    if plots_dir is not None:
         write_plots(run_dir)
     distributed.barrier(world)  # no rank leaves while rank 0 still writes
-    return TrainResult(run_dir, epochs, state.events)
+    return TrainResult(run_dir, epochs, state.events, plots_dir)
+
+
+def validate_epoch(
+    state: TrainState,
+    loaders: Loaders,
+    runlog: RunLog | DiscardLog,
+    train_loss: float,
+    started: float,
+) -> dict[str, Any]:
+    """End an epoch: validate `state.eval_model` (sharded, gathered), sweep the score threshold
+    (and keep the best when tuned), log the sweep, the sample predictions and the epoch record;
+    returns that record. `started`: `time.perf_counter()` at the epoch's start."""
+    config, world = state.config, state.world
+    shard = list(predict_batches(state.eval_model, loaders.val, state.coding, config, state.device))
+    predictions = distributed.gather_shards(shard, list(loaders.val.sampler), loaders.n_val, world)
+    state.epoch, state.epoch_step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
+    sweep = score_threshold_sweep(predictions)
+    if config.tune_score_threshold:
+        state.score_threshold = ScoreThreshold.from_sweep(sweep, state.epoch)
+    result = evaluate_image_predictions(predictions, state.score_threshold.value)
+    runlog.write("threshold_sweep", {"epoch": state.epoch, "step": state.global_step - 1,
+                                     **sweep.record()})  # fmt: skip
+    runlog.write("val_samples", val_sample_record(state, predictions))
+    record = {
+        "epoch": state.epoch,
+        "step": state.global_step - 1,
+        "train_loss": train_loss,
+        **{f"val_{k}": v for k, v in flat_metrics(result).items()},
+        "val_score_threshold": state.score_threshold.value,
+        "val_rsna_map_config_threshold": (
+            rsna_map_above(predictions, config.score_threshold)
+            if config.tune_score_threshold
+            else result.rsna_map
+        ),
+        "seconds": time.perf_counter() - started,
+    }
+    runlog.write("epoch", record)
+    return record
+
+
+def save_epoch_checkpoints(state: TrainState, run_dir: Path, record: dict[str, Any]) -> None:
+    """Track the best val mean IoU (every rank); rank 0 writes `best.pt` when this epoch is the
+    best so far, then `last.pt` (best.pt first: a crash between the two redoes this epoch)."""
+    mean_iou = record["val_mean_iou"]
+    metric = mean_iou if math.isfinite(mean_iou) else -math.inf
+    is_best = metric > state.best_metric
+    if is_best:
+        state.best_metric = metric
+    if state.world.is_main:
+        snapshot = checkpoint_state(state)
+        if is_best:
+            save_checkpoint(snapshot, run_dir / "best.pt")
+        save_checkpoint(snapshot, run_dir / "last.pt")
 
 
 def score_threshold_sweep(predictions: list) -> ThresholdSweep:
@@ -506,7 +541,8 @@ def save_val_samples(loaders: Loaders, path: Path) -> None:
     dataset = loaders.val.dataset
     n = min(N_VAL_SAMPLES, len(dataset))  # type: ignore[arg-type]
     images = [(dataset[i].image[0] * 255).round().to(torch.uint8).numpy() for i in range(n)]
-    np.savez_compressed(path, images=np.stack(images))
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, images=np.stack(images))
 
 
 def val_sample_record(state: TrainState, predictions: list) -> dict[str, Any]:
@@ -519,6 +555,19 @@ def val_sample_record(state: TrainState, predictions: list) -> dict[str, Any]:
         "truth": [p.truth.tolist() for p in chosen],
         "score_threshold": state.score_threshold.value,
     }
+
+
+def format_eta(epochs: list[dict[str, Any]], epochs_left: int) -> str:
+    """The live epoch line's estimate, `  ETA 3 min 20 s (2 more epochs)`: the mean `seconds`
+    of the epoch records this process ran, times the epochs left ("" when none is left). Not
+    in the run log, which stays free of wall-clock guesses."""
+    if epochs_left <= 0 or not epochs:
+        return ""
+    seconds = round(sum(r["seconds"] for r in epochs) / len(epochs) * epochs_left)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    text = f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+    return f"  ETA {text} ({epochs_left} more epoch{'s' if epochs_left > 1 else ''})"
 
 
 def format_epoch(record: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from cxrbox.atomic_write import atomic_path
 from cxrbox.config import TrainConfig
 from cxrbox.engine.train import build_state, train_step
 from cxrbox.errors import ConfigError
@@ -69,7 +70,8 @@ class SpeedMeasurement:
         return (max(scores) - min(scores)) / self.score
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        with atomic_path(path, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> SpeedMeasurement:
