@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import assume, given
 from tests.strategies import box_tensors, normalized_boxes
 
@@ -157,6 +158,20 @@ def test_iou_ramp_scales_only_the_iou_branch():
     full = compute_loss(raw, targets, iou_ramp=1.0)
     none = compute_loss(raw, targets, iou_ramp=0.0)
     torch.testing.assert_close(full.total - none.total, LossWeights().iou * full.iou)
+
+
+def test_a_float64_output_gets_every_loss_branch_in_float64():
+    # BCE-with-logits computes in its target's dtype: a float32 mask would round the loss (and
+    # its gradient) to float32 and undo the float64 golden run (tests/regression/test_golden.py).
+    torch.manual_seed(2)
+    raw = torch.randn(2, 5, 4, 4, dtype=torch.float64)
+    targets = assign_targets([torch.tensor([[0.1, 0.1, 0.4, 0.4]]), torch.zeros(0, 4)], 4, 4)
+    parts = compute_loss(raw, targets)
+    branches = (parts.total, parts.objectness, parts.iou, parts.corner, parts.center_size)
+    assert {branch.dtype for branch in branches} == {torch.float64}
+    logits, mask = raw[:, 0].reshape(2, -1), targets.positive.double()
+    expected = F.binary_cross_entropy_with_logits(logits, mask, reduction="sum") / 2
+    assert parts.objectness.item() == expected.item()
 
 
 def test_targets_for_another_grid_are_rejected():

@@ -167,13 +167,16 @@ def compute_loss(
         raw = raw.float()  # the loss is computed in (at least) float32 under autocast
     pred_boxes, _ = decode_grid(raw, coding)  # [B, N, 4]
     obj_logits = raw[:, 0].reshape(batch, -1)  # [B, N]
-    mask = targets.positive.float()  # [B, N]
+    # Targets in the output's dtype: BCE-with-logits computes in its target's dtype, so a
+    # float32 mask would silently round a float64 loss (the golden run is float64).
+    mask = targets.positive.to(raw.dtype)  # [B, N]
     n_positive = mask.sum()
     denominator = n_positive.clamp(min=1.0) if box_normaliser is None else box_normaliser
 
     objectness = F.binary_cross_entropy_with_logits(obj_logits, mask, reduction="sum") / batch
 
-    flat_pred, flat_target = pred_boxes.reshape(-1, 4), targets.boxes.reshape(-1, 4)  # [B*N, 4]
+    flat_pred = pred_boxes.reshape(-1, 4)  # [B*N, 4]
+    flat_target = targets.boxes.to(raw.dtype).reshape(-1, 4)  # [B*N, 4]
     flat_mask = mask.reshape(-1)
 
     def masked_mean(per_box: Tensor) -> Tensor:
