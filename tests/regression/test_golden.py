@@ -30,8 +30,9 @@ import pytest
 import torch
 
 from cxrbox.config import TrainConfig
-from cxrbox.diagnostics.probes import ShiftedCopies, probe_config
+from cxrbox.diagnostics.own_detector import probe_config
 from cxrbox.engine.train import build_state, train_step
+from cxrbox.testing import ShiftedCopies
 
 pytestmark = pytest.mark.gate
 
