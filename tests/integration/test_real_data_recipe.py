@@ -1,12 +1,13 @@
 """The real-data recipe (docs/real-data.md) end to end, on a synthetic stand-in with the real
 archive's layout and names, read-only as a mounted download is: cache, train (which tunes the
-score threshold), predict over the test folder, and a submission whose rows are the sample
-submission's, in its order.
+score threshold), eval, predict over the test folder, and a submission whose rows are the
+sample submission's, in its order.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -107,6 +108,20 @@ def test_training_used_the_cache_step_and_tuned_the_threshold_predict_uses(recip
     assert threshold["tuned"]
     stdout = recipe["steps"]["predict"].stdout
     assert f"score threshold {threshold['value']:g} (tuned on validation" in stdout
+
+
+def test_eval_reports_the_rsna_and_coco_map_at_the_tuned_threshold(archive, recipe, capsys):
+    code = main([
+        "eval", "--model", str(recipe["run"] / "best.pt"),
+        "--images", str(archive / "stage_2_train_images"),
+        "--labels", str(archive / "stage_2_train_labels.csv"), "--json",
+    ])  # fmt: skip
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    tuned = load_checkpoint(recipe["run"] / "best.pt")["score_threshold"]["value"]
+    assert report["n_images"] == 40 and report["score_threshold"] == tuned
+    assert 0.0 <= report["coco_map_50_95"] <= report["coco_map_50"] <= 1.0
+    assert 0.0 <= report["rsna_map"] <= 1.0
 
 
 def test_predict_names_the_sample_patients_without_a_dicom(archive, recipe, tmp_path, capsys):
