@@ -5,19 +5,20 @@ until one is used).
 A whole round trip on a small synthetic set (the examples of the functions below continue it;
 they run as doctests in the unit tests, tests/unit/test_api.py):
 
->>> import tempfile
->>> import cxrbox
->>> work = tempfile.mkdtemp()
->>> data = cxrbox.synth(f"{work}/data", 24, image_size=128, positive_fraction=0.5)
->>> config = cxrbox.TrainConfig(
-...     images=str(data.images_dir), labels=str(data.labels_csv), out=f"{work}/run",
-...     image_size=64, epochs=1, batch_size=8, width=0.5, plots=False,
-... )
->>> result = cxrbox.train(config, progress=False)
->>> model = cxrbox.load_model(result.run_dir / "best.pt")
->>> predictions = model.predict(data.images_dir)
->>> len(predictions)
-24
+Examples:
+    >>> import tempfile
+    >>> import cxrbox
+    >>> work = tempfile.mkdtemp()
+    >>> data = cxrbox.synth(f"{work}/data", 24, image_size=128, positive_fraction=0.5)
+    >>> config = cxrbox.TrainConfig(
+    ...     images=str(data.images_dir), labels=str(data.labels_csv), out=f"{work}/run",
+    ...     image_size=64, epochs=1, batch_size=8, width=0.5, plots=False,
+    ... )
+    >>> result = cxrbox.train(config, progress=False)
+    >>> model = cxrbox.load_model(result.run_dir / "best.pt")
+    >>> predictions = model.predict(data.images_dir)
+    >>> len(predictions)
+    24
 
 Users of Ultralytics will find the same steps (`YOLO(...).train()`, `.val()`, `.predict()`,
 `.export()`) as `train`, `evaluate`, `predict` and `export`; a model file, `.pt` or `.onnx`, is
@@ -81,9 +82,10 @@ def synth(
     (a KaggleArchiveSummary; its `train` is the SyntheticSummary of the labelled part).
     The same seed gives the same bytes.
 
-    >>> archive = cxrbox.synth(f"{work}/kaggle", 9, image_size=64, layout="kaggle")
-    >>> archive.n_test, archive.sample_submission_csv.name
-    (1, 'stage_2_sample_submission.csv')
+    Examples:
+        >>> archive = cxrbox.synth(f"{work}/kaggle", 9, image_size=64, layout="kaggle")
+        >>> archive.n_test, archive.sample_submission_csv.name
+        (1, 'stage_2_sample_submission.csv')
     """
     common: dict[str, Any] = dict(
         image_size=image_size, positive_fraction=positive_fraction, overwrite=overwrite
@@ -119,13 +121,14 @@ def train(
     (one dict of validation metrics per epoch: val_mean_iou, val_rsna_map, val_coco_map_50,
     val_score_threshold, ...) and `events` (the monitors' alarms).
 
-    >>> result.run_dir.name, len(result.epochs)
-    ('run', 1)
-    >>> sorted(k for k in result.epochs[-1] if "map" in k)  # doctest: +NORMALIZE_WHITESPACE
-    ['val_coco_map_50', 'val_coco_map_50_95', 'val_rsna_map', 'val_rsna_map_config_threshold']
-    >>> cxrbox.train(config, epochs=0)  # doctest: +IGNORE_EXCEPTION_DETAIL
-    Traceback (most recent call last):
-    cxrbox.errors.ConfigError: epochs must be >= 1, got 0
+    Examples:
+        >>> result.run_dir.name, len(result.epochs)
+        ('run', 1)
+        >>> sorted(k for k in result.epochs[-1] if "map" in k)  # doctest: +NORMALIZE_WHITESPACE
+        ['val_coco_map_50', 'val_coco_map_50_95', 'val_rsna_map', 'val_rsna_map_config_threshold']
+        >>> cxrbox.train(config, epochs=0)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        cxrbox.errors.ConfigError: epochs must be >= 1, got 0
     """
     from cxrbox.engine.train import train as run_training
 
@@ -144,8 +147,9 @@ class Model:
     `config` is the run's TrainConfig (its score_threshold the one tuned on validation, when
     it was); `coding` the box decoding.
 
-    >>> model.kind, model.image_size, 0.0 <= model.score_threshold <= 1.0
-    ('pytorch', 64, True)
+    Examples:
+        >>> model.kind, model.image_size, 0.0 <= model.score_threshold <= 1.0
+        ('pytorch', 64, True)
     """
 
     path: Path
@@ -192,9 +196,10 @@ def load_model(path: str | Path, device: str = "cpu") -> Model:
     The checkpoint's model holds its EMA weights when the run kept them. device: "cpu" or
     "cuda" (an .onnx model runs on ONNX Runtime's CPU provider).
 
-    >>> model = cxrbox.load_model(result.run_dir / "best.pt")
-    >>> model.kind
-    'pytorch'
+    Examples:
+        >>> model = cxrbox.load_model(result.run_dir / "best.pt")
+        >>> model.kind
+        'pytorch'
     """
     network, config, coding = load_inference_model(path, device)
     return Model(Path(path), network, config, coding, "cpu" if is_onnx(path) else device)
@@ -242,12 +247,13 @@ def predict(
     this (default: the model's, tuned on validation when it was). Boxes are in pixels of each
     original image (see Prediction).
 
-    >>> predictions = cxrbox.predict(model, data.images_dir, score_threshold=0.0)
-    >>> first = predictions[0]
-    >>> first.boxes.shape[1], first.image_size, len(first.scores) == len(first.boxes)
-    (4, (128, 128), True)
-    >>> bool(first.boxes.max() > 1.0 and (first.boxes <= 128).all())  # pixels, not [0, 1]
-    True
+    Examples:
+        >>> predictions = cxrbox.predict(model, data.images_dir, score_threshold=0.0)
+        >>> first = predictions[0]
+        >>> first.boxes.shape[1], first.image_size, len(first.scores) == len(first.boxes)
+        (4, (128, 128), True)
+        >>> bool(first.boxes.max() > 1.0 and (first.boxes <= 128).all())  # pixels, not [0, 1]
+        True
     """
     from cxrbox.data.dicom import find_dicom_files
     from cxrbox.evaluation.evaluate import folder_loader, predict_batches
@@ -299,11 +305,12 @@ def evaluate(
     rsna_map (at score_threshold, default the model's), coco_map_50 and coco_map_50_95 (every
     detection, pycocotools), n_images, n_positive, n_missed, prediction_std (near 0: collapse).
 
-    >>> metrics = cxrbox.evaluate(model, data.images_dir, data.labels_csv)
-    >>> metrics.n_images, 0.0 <= metrics.coco_map_50_95 <= metrics.coco_map_50 <= 1.0
-    (24, True)
-    >>> cxrbox.evaluate(model, data.images_dir, data.labels_csv, score_threshold=1.0).rsna_map
-    0.0
+    Examples:
+        >>> metrics = cxrbox.evaluate(model, data.images_dir, data.labels_csv)
+        >>> metrics.n_images, 0.0 <= metrics.coco_map_50_95 <= metrics.coco_map_50 <= 1.0
+        (24, True)
+        >>> cxrbox.evaluate(model, data.images_dir, data.labels_csv, score_threshold=1.0).rsna_map
+        0.0
     """
     from cxrbox.data.labels import read_rsna_labels
     from cxrbox.evaluation.evaluate import evaluate as run_evaluation
@@ -333,12 +340,13 @@ def export(
     needs the run's data). probe: with int8, also train the int8 position probe (minutes).
     ExportResult: `files` written, `report` (dict) and `report_text`.
 
-    >>> exported = cxrbox.export(result.run_dir / "best.pt", f"{work}/model.onnx", report=False)
-    >>> [p.name for p in exported.files]
-    ['model.onnx']
-    >>> onnx_model = cxrbox.load_model(f"{work}/model.onnx")
-    >>> onnx_model.kind, len(onnx_model.predict(data.images_dir)) == len(predictions)
-    ('onnx', True)
+    Examples:
+        >>> exported = cxrbox.export(result.run_dir / "best.pt", f"{work}/model.onnx", report=False)
+        >>> [p.name for p in exported.files]
+        ['model.onnx']
+        >>> onnx_model = cxrbox.load_model(f"{work}/model.onnx")
+        >>> onnx_model.kind, len(onnx_model.predict(data.images_dir)) == len(predictions)
+        ('onnx', True)
     """
     from cxrbox.deploy.pipeline import export_checkpoint
 

@@ -12,10 +12,9 @@ import csv
 from collections.abc import Mapping
 from pathlib import Path
 
-from cxrbox.errors import DataError
+from cxrbox.errors import DataError, listed
 
 SUBMISSION_HEADER: tuple[str, str] = ("patientId", "PredictionString")
-_MAX_LISTED = 5
 
 
 def read_sample_submission(path: str | Path) -> list[str]:
@@ -63,9 +62,8 @@ def submission_order(
     `images` (`files`: patientId -> path); raises DataError naming the missing patients."""
     missing = [pid for pid in sample_ids if pid not in files]
     if missing:
-        more = f" (+{len(missing) - _MAX_LISTED} more)" if len(missing) > _MAX_LISTED else ""
         raise DataError(
             f"{images}: {len(missing)} of the {len(sample_ids)} patients of {sample} have no "
-            f"<patientId>.dcm file: {', '.join(missing[:_MAX_LISTED])}{more}"
+            f"<patientId>.dcm file: {listed(missing)}"
         )
     return list(sample_ids)
