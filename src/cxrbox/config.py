@@ -61,6 +61,9 @@ class TrainConfig:
     synthetic_seed: int = 0
     synthetic_image_size: int = 1024
     use_cache: bool = True
+    # Folder of the decoded image caches (cxrbox.data.cache.cache_location). None: beside each
+    # image folder, or ~/.cache/cxrbox/image-cache (with a warning) where that is read-only.
+    cache_dir: str | None = None
     num_workers: int = 0
     # DICOMs without a window: "auto" (8-bit: value / 255; more bits: 0.5/99.5 percentile
     # window), "percentile" or "bit-range"; see cxrbox.data.dicom.

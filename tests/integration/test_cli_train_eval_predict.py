@@ -56,6 +56,7 @@ def test_eval_json_has_the_documented_keys(trained_run):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {"mean_iou", "mae_px", "rsna_map", "n_images", "prediction_std"} <= set(report)
+    assert 0.0 <= report["coco_map_50_95"] <= report["coco_map_50"] <= 1.0
     assert set(report["prediction_std"]) == {"cx", "cy", "w", "h"}
     assert report["n_images"] == 32
     assert 0.0 <= report["mean_iou"] <= 1.0

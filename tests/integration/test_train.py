@@ -36,6 +36,10 @@ def test_run_dir_holds_config_metrics_and_checkpoints(tiny_config):
     epochs = list(read_records(result.run_dir, "epoch"))
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert all(0.0 <= e["val_mean_iou"] <= 1.0 for e in epochs)
+    # COCO mAP (pycocotools) next to the RSNA metric, in the JSONL and as CSV columns
+    assert all(0.0 <= e["val_coco_map_50_95"] <= e["val_coco_map_50"] <= 1.0 for e in epochs)
+    header = (result.run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val_rsna_map", "val_coco_map_50", "val_coco_map_50_95"} <= set(header)
 
 
 def test_same_seed_gives_the_same_run(tiny_config, tmp_path):

@@ -203,7 +203,7 @@ def test_first_column_of_an_old_path_table_is_not_read():
 def test_a_stale_module_path_or_name_is_reported():
     assert dotted_path_problem("cxrbox.engine.train.train") is None
     assert dotted_path_problem("cxrbox.diagnostics.own_detector:make_detector") is None
-    assert dotted_path_problem("cxrbox.train") is not None  # moved to cxrbox.engine.train
+    assert dotted_path_problem("cxrbox.cache") is not None  # moved to cxrbox.data.cache
     assert dotted_path_problem("cxrbox.engine.train.no_such_function") is not None
     assert run_module_problem("cxrbox.engine.checkpoint") is None
     assert run_module_problem("cxrbox.config") is not None  # no __main__ guard

@@ -1,4 +1,4 @@
-"""`cxrbox eval`: mean IoU, corner MAE and RSNA mAP of a checkpoint or .onnx on labelled data."""
+"""`cxrbox eval`: mean IoU, corner MAE, RSNA mAP and COCO mAP of a .pt or .onnx on labelled data."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="evaluate a checkpoint or an exported .onnx model on RSNA-format data",
-        description="Print mean IoU, corner MAE (original pixels), RSNA mAP and the spread of "
-        "the top prediction (near 0 means collapse) of a checkpoint or an .onnx model on "
-        "labelled data.",
+        description="Print mean IoU, corner MAE (original pixels), RSNA mAP, COCO mAP@0.5 and "
+        "mAP@[.5:.95] and the spread of the top prediction (near 0 means collapse) of a "
+        "checkpoint or an .onnx model on labelled data.",
     )
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", help="a checkpoint (best.pt) or an exported .onnx model")
@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"mean IoU   {result.mean_iou:.4f}")
     print(f"corner MAE {result.mae_px:.2f} px (original pixels; {result.n_missed} boxes missed)")
     print(f"RSNA mAP   {result.rsna_map:.4f} ({threshold_note})")
+    print(
+        f"COCO mAP   @0.5 {result.coco_map_50:.4f}, @[.5:.95] {result.coco_map_50_95:.4f} "
+        "(every detection ranked by score; pycocotools)"
+    )
     spread = ", ".join(f"{k} {v:.4f}" for k, v in result.prediction_std.items())
     print(f"top-box spread (std, normalized): {spread}")
     if skipped:

@@ -1,4 +1,5 @@
-"""`cxrbox synth`: write a synthetic RSNA-like data set (DICOMs + stage_2_train_labels.csv)."""
+"""`cxrbox synth`: write a synthetic RSNA-like data set (DICOMs + stage_2_train_labels.csv), or
+with `--layout kaggle` a stand-in for the whole Kaggle archive (test images, sample submission)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ _PROGRESS_FROM = 50  # show a progress bar (stderr) from this many images on
 # cxrbox.data.synthetic.anatomy.MIN_IMAGE_SIZE, not imported here: it would load OpenCV for
 # `cxrbox --help` (tests/unit/test_cli_help.py checks they agree).
 MIN_SYNTH_SIZE = 64
+LAYOUTS = ("train", "kaggle")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,10 +20,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a synthetic RSNA-like data set (DICOM + labels CSV)",
         description="Write OUT/stage_2_train_images/<patientId>.dcm and "
         "OUT/stage_2_train_labels.csv: procedural chest radiographs with pneumonia-like "
-        "opacities, in the Kaggle RSNA layout. The same --seed gives the same bytes.",
+        "opacities, in the Kaggle RSNA layout. With --layout kaggle, also "
+        "OUT/stage_2_test_images/, OUT/stage_2_detailed_class_info.csv and "
+        "OUT/stage_2_sample_submission.csv, as the real archive has them. The same --seed "
+        "gives the same bytes.",
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--n", type=integer(1), required=True, help="number of images")
+    parser.add_argument("--n", type=integer(1), required=True,
+                        help="number of (training) images")  # fmt: skip
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="train",
+        help="train: the training images and labels only; kaggle: the whole archive",
+    )
+    parser.add_argument(
+        "--n-test",
+        dest="n_test",
+        type=integer(1),
+        help="unlabelled test images of --layout kaggle (default: N / 9, at least 1, the "
+        "real archive's ratio)",
+    )
     parser.add_argument("--seed", type=integer(0), default=0,
                         help="seed of the whole data set: same seed, same bytes")  # fmt: skip
     parser.add_argument("--size", type=integer(MIN_SYNTH_SIZE), default=1024,
@@ -47,12 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxrbox.data.synthetic.rsna_like import write_rsna_like
+    from cxrbox.errors import ConfigError
 
-    summary = write_rsna_like(
-        args.out,
-        args.n,
-        args.seed,
+    if args.n_test is not None and args.layout != "kaggle":
+        raise ConfigError("--n-test is for --layout kaggle (the train layout has no test images)")
+    common = dict(
         image_size=args.size,
         positive_fraction=args.positive_fraction,
         transfer_syntax="jpeg" if args.jpeg else "explicit",
@@ -61,5 +79,14 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and args.n >= _PROGRESS_FROM,
         overwrite=args.overwrite,
     )
+    if args.layout == "kaggle":
+        from cxrbox.data.synthetic.kaggle_archive import write_kaggle_archive
+
+        n_test = max(1, args.n // 9) if args.n_test is None else args.n_test
+        print(write_kaggle_archive(args.out, args.n, n_test, args.seed, **common).line())
+        return 0
+    from cxrbox.data.synthetic.rsna_like import write_rsna_like
+
+    summary = write_rsna_like(args.out, args.n, args.seed, **common)
     print(summary.line())
     return 0

@@ -57,6 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", dest="num_workers", type=int,
                         help="DataLoader worker processes (0: load in the training "
                         "process)")  # fmt: skip
+    parser.add_argument(
+        "--cache-dir",
+        dest="cache_dir",
+        metavar="DIR",
+        help="folder for the decoded image caches (default: beside each image folder, or "
+        "~/.cache/cxrbox/image-cache where that folder is read-only)",
+    )
     parser.add_argument("--synthetic-n", dest="synthetic_n", type=int,
                         help="images in the built-in synthetic set")  # fmt: skip
     parser.add_argument("--bf16", action="store_true", default=None,
@@ -131,7 +138,7 @@ OVERRIDES = (
     "images", "labels", "val_images", "val_labels", "out", "epochs", "image_size", "batch_size",
     "lr", "head", "norm", "stride", "iou_loss", "seed", "device", "num_workers", "synthetic_n",
     "bf16", "deterministic", "fail_on_collapse", "plots", "compile", "ema", "score_threshold",
-    "tune_score_threshold", "tensorboard",
+    "tune_score_threshold", "tensorboard", "cache_dir",
 )  # fmt: skip
 
 

@@ -8,11 +8,19 @@ the patient ids in row order and each image's original (H, W), which boxes in or
 need. Both files are written through `cxrbox.atomic_write` (a temporary name, renamed when
 complete), the array first, after removing any older sidecar, and the sidecar last, so an
 interrupted build never leaves a cache that opens.
+
+Where the trainer keeps a folder's cache (`cache_location`): beside the image folder by default
+(`default_cache_path`), in a chosen `cache_dir` (`cxrbox train/cache --cache-dir`) under a name
+unique to the image folder, and in `fallback_cache_dir()` with a warning when the default place
+cannot be written (a read-only data set, e.g. a mounted archive).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -24,12 +32,56 @@ from cxrbox.atomic_write import atomic_path
 from cxrbox.errors import DataError, InputValueError, listed
 from cxrbox.options import DEFAULT_INTENSITY
 
+log = logging.getLogger("cxrbox.data.cache")
+
 FORMAT_VERSION = 1
 
 
 def default_cache_path(images_dir: str | Path, size: int) -> Path:
     """The cache the trainer builds for `images_dir` at `size` px: beside the folder."""
     return Path(images_dir).parent / f".cxrbox-cache-{size}.npy"
+
+
+def fallback_cache_dir() -> Path:
+    """Where caches go when the default place cannot be written: ~/.cache/cxrbox/image-cache."""
+    return Path.home() / ".cache" / "cxrbox" / "image-cache"
+
+
+def cache_path_in(cache_dir: str | Path, images_dir: str | Path, size: int) -> Path:
+    """The cache of `images_dir` at `size` px inside `cache_dir`: named after the folder and a
+    hash of its absolute path, so the caches of several image folders can share `cache_dir`."""
+    folder = Path(images_dir).resolve()
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:10]
+    return Path(cache_dir) / f"{folder.name}-{digest}-{size}px.npy"
+
+
+def is_writable_folder(folder: Path) -> bool:
+    """Whether a file can be created in `folder` (tried, so a read-only mount reads as such
+    even for root, where permission bits do not)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def cache_location(images_dir: str | Path, size: int, cache_dir: str | Path | None = None) -> Path:
+    """Where `cxrbox train` keeps, and `cxrbox cache` writes, the cache of `images_dir` at
+    `size` px: in `cache_dir` when given (`cache_path_in`); else beside the folder
+    (`default_cache_path`), unless no cache is there and none can be written there (a
+    read-only data folder): then in `fallback_cache_dir()`, with a warning naming both."""
+    if cache_dir is not None:
+        return cache_path_in(cache_dir, images_dir, size)
+    path = default_cache_path(images_dir, size)
+    if path.exists() or not path.parent.is_dir() or is_writable_folder(path.parent):
+        return path
+    fallback = cache_path_in(fallback_cache_dir(), images_dir, size)
+    log.warning(
+        "cannot write the image cache beside %s (%s is not writable); using %s instead "
+        "(choose the place with --cache-dir, config field cache_dir)",
+        images_dir, path.parent, fallback,
+    )  # fmt: skip
+    return fallback
 
 
 def sidecar_path(cache_path: str | Path) -> Path:
@@ -95,6 +147,16 @@ def build_cache(
         raise DataError(
             f"{images_dir}: {len(missing)} of {len(ids)} patients have no <patientId>.dcm file: "
             f"{listed(missing)}"
+        )
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        writable = is_writable_folder(out_path.parent)
+    except OSError:
+        writable = False
+    if not writable:
+        raise DataError(
+            f"cannot write the image cache {out_path}: its folder cannot be created or written; "
+            "choose a writable folder (cxrbox train/cache --cache-dir DIR)"
         )
     jobs = [(str(files[pid]), size, intensity) for pid in ids]
     orig_sizes: list[tuple[int, int]] = []

@@ -3,7 +3,8 @@
 Without `images`, a synthetic RSNA-format set is generated once under `synthetic_dir` (a
 `.complete` marker makes an interrupted generation start over) and reused by later runs.
 With `use_cache`, DICOMs are decoded and resized once into a memory-mapped uint8 cache beside
-the image folder, so epochs after the first never touch DICOM.
+the image folder (or in `cache_dir`; see `cxrbox.data.cache.cache_location`), so epochs after
+the first never touch DICOM.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from cxrbox.atomic_write import atomic_path
 from cxrbox.config import TrainConfig
 from cxrbox.data.augment import build_transforms
-from cxrbox.data.cache import ImageCache, build_cache, default_cache_path
+from cxrbox.data.cache import ImageCache, build_cache, cache_location
 from cxrbox.data.dataset import RSNADataset, collate_samples, split_by_patient
 from cxrbox.data.labels import read_rsna_labels
 from cxrbox.errors import DataError
@@ -78,11 +79,16 @@ def resolve_data(config: TrainConfig) -> DataSource:
 
 
 def open_or_build_cache(
-    images: Path, patient_ids: list[str], size: int, intensity: str = DEFAULT_INTENSITY
+    images: Path,
+    patient_ids: list[str],
+    size: int,
+    intensity: str = DEFAULT_INTENSITY,
+    cache_dir: str | Path | None = None,
 ) -> ImageCache:
-    """The cache beside `images` for `size` px, (re)built when missing, not covering the ids or
-    built with another intensity rule."""
-    path = default_cache_path(images, size)
+    """The cache of `images` for `size` px (`cache_location`: beside the folder, or in
+    `cache_dir`), (re)built when missing, not covering the ids or built with another intensity
+    rule."""
+    path = cache_location(images, size, cache_dir)
     if path.exists():
         try:
             cache = ImageCache.open(path, intensity=intensity)
@@ -225,12 +231,14 @@ def build_loaders(config: TrainConfig, rank: int = 0, world_size: int = 1) -> Lo
     train_cache = val_cache = None
     if config.use_cache:
         ids = list(train_labels) + (list(val_labels) if val_images == source.images else [])
-        train_cache = open_or_build_cache(source.images, ids, config.image_size, config.intensity)
+        train_cache = open_or_build_cache(
+            source.images, ids, config.image_size, config.intensity, config.cache_dir
+        )
         val_cache = (
             train_cache
             if val_images == source.images
             else open_or_build_cache(
-                val_images, list(val_labels), config.image_size, config.intensity
+                val_images, list(val_labels), config.image_size, config.intensity, config.cache_dir
             )
         )
 

@@ -75,7 +75,8 @@ STEP_COLUMNS = (
     "feature_spatial_std", "dropped_boxes",
 )  # fmt: skip
 EPOCH_COLUMNS = (
-    "train_loss", "val_mean_iou", "val_mae_px", "val_rsna_map", "val_n_images",
+    "train_loss", "val_mean_iou", "val_mae_px", "val_rsna_map", "val_coco_map_50",
+    "val_coco_map_50_95", "val_n_images",
     "val_std_cx", "val_std_cy", "val_std_w", "val_std_h", "val_score_threshold",
     "val_rsna_map_config_threshold", "seconds",
 )  # fmt: skip

@@ -2,12 +2,12 @@
 
 `predict_batches` runs a model over a loader and yields per-image detections in normalized
 xyxy plus what is needed to report them in pixels of the original image; `evaluate` turns
-them into mean IoU, corner MAE (px), RSNA mAP and the spread of the top prediction.
-Localisation metrics (mean IoU, MAE, spread) use every post-NMS detection (score threshold 0:
-they measure where the boxes are, not whether the score cleared the bar); the RSNA metric uses
-the detections above `score_threshold`, as a submission would. With `progress` (a label),
-both show how many images are done on stderr (`cxrbox.progress`: a bar on a terminal, a line
-every 10 s otherwise).
+them into mean IoU, corner MAE (px), RSNA mAP, COCO mAP and the spread of the top prediction.
+Localisation metrics (mean IoU, MAE, spread) and COCO mAP use every post-NMS detection (score
+threshold 0: they measure where the boxes are and how scores rank them, not whether a score
+cleared the bar); the RSNA metric uses the detections above `score_threshold`, as a submission
+would. With `progress` (a label), both show how many images are done on stderr
+(`cxrbox.progress`: a bar on a terminal, a line every 10 s otherwise).
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ def flat_metrics(result: EvalResult) -> dict[str, float]:
         "mean_iou": result.mean_iou,
         "mae_px": result.mae_px,
         "rsna_map": result.rsna_map,
+        "coco_map_50": result.coco_map_50,
+        "coco_map_50_95": result.coco_map_50_95,
         "n_images": result.n_images,
         **{f"std_{k}": v for k, v in result.prediction_std.items()},
     }

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from cxrbox.boxes import box_iou, check_box_shape, check_box_values, xyxy_to_cxcywh
 from cxrbox.errors import BoxFormatError, InputValueError
+from cxrbox.evaluation.coco import coco_map
 
 __all__ = [
     "RSNA_IOU_THRESHOLDS",
@@ -320,14 +321,18 @@ class EvalResult:
     """Metrics of one evaluation pass (see the module docstring for the matching rules).
 
     mean_iou: per truth box, positive images only. mae_px: corner MAE in pixels of matched truth
-    boxes. rsna_map: the competition metric. n_images: images evaluated; n_positive: those with
-    a truth box; n_missed: truth boxes in images with no prediction (excluded from mae_px).
+    boxes. rsna_map: the competition metric. coco_map_50, coco_map_50_95: COCO mAP@0.5 and
+    mAP@[.5:.95] of every detection given, ranked by score (`cxrbox.evaluation.coco`; NaN
+    without truth boxes). n_images: images evaluated; n_positive: those with a truth box;
+    n_missed: truth boxes in images with no prediction (excluded from mae_px).
     prediction_std: `prediction_spread` of each image's top prediction (images with one).
     """
 
     mean_iou: float
     mae_px: float
     rsna_map: float
+    coco_map_50: float
+    coco_map_50_95: float
     n_images: int
     n_positive: int
     n_missed: int
@@ -341,15 +346,25 @@ def evaluate_predictions(
     image_sizes: tuple[float, float] | Sequence[tuple[float, float]],
     thresholds: Sequence[float] = RSNA_IOU_THRESHOLDS,
 ) -> EvalResult:
-    """All metrics at once. Boxes normalized xyxy; image_sizes as in `corner_mae`."""
+    """All metrics at once. Boxes normalized xyxy; image_sizes as in `corner_mae` (COCO mAP
+    is computed on the boxes in those pixels, as COCO's areas are)."""
     images = _images(preds, scores, truths)
     values = check_thresholds(thresholds)
-    errors, missed = _corner_errors(images, _sizes(image_sizes, len(images)))
+    sizes = _sizes(image_sizes, len(images))
+    errors, missed = _corner_errors(images, sizes)
     top1 = np.concatenate([image.pred[:1] for image in images] + [np.zeros((0, 4))])
+    scales = [np.array([w, h, w, h], dtype=np.float64) for w, h in sizes]
+    coco = coco_map(
+        [image.pred * scale for image, scale in zip(images, scales, strict=True)],
+        [image.score for image in images],
+        [image.truth * scale for image, scale in zip(images, scales, strict=True)],
+    )
     return EvalResult(
         mean_iou=_mean_iou(images),
         mae_px=float(errors.mean()) if errors.size else math.nan,
         rsna_map=_rsna_map(images, values),
+        coco_map_50=coco.map_50,
+        coco_map_50_95=coco.map_50_95,
         n_images=len(images),
         n_positive=sum(1 for image in images if image.truth.shape[0]),
         n_missed=missed,
