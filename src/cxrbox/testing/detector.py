@@ -109,7 +109,7 @@ class Detector:
     ema: the weights to score after training, from the trained model (e.g. your EMA copy);
         default: the model itself.
     overfit_steps: the step budget of the overfit and position checks: each stops as soon as
-        its criteria hold at a checkpoint (every quarter of the budget) and fails only if they
+        its criteria hold at a checkpoint (every eighth of the budget) and fails only if they
         do not hold at the end.
     """
 

@@ -4,7 +4,7 @@ positions (`check_overfit`), and a square that must be found where it moved
 (`cxrbox.testing.training`) and score with BatchNorm statistics recomputed on the fitted batch
 (`cxrbox.testing.batchnorm`; the `batchnorm` check says whether training moved them at all).
 
-Step budget: with `adaptive=True` (the checklist's way) a check scores at every quarter of its
+Step budget: with `adaptive=True` (the checklist's way) a check scores at every eighth of its
 budget and stops as soon as its criteria hold, so a model that learns fast stops early and a
 slow seed gets the whole budget; it fails only if the criteria do not hold at the end."""
 
@@ -184,7 +184,7 @@ def fit(
     passes: Callable[[OverfitResult], bool] | None = None,
 ) -> Fit:
     """Train a fresh model on the fitted batch with the detector's own step, then score it.
-    adaptive: score at every quarter of `steps` (none before the end of the declared warmup
+    adaptive: score at every eighth of `steps` (none before the end of the declared warmup
     plus 5 optimizer steps) and stop at the first score `passes` accepts."""
     run = start_run(detector, data.images, data.boxes, seed)
     try:

@@ -86,8 +86,13 @@ def start_run(detector: Detector, images: Tensor, boxes: list[Tensor], seed: int
     )
 
 
+CHECKPOINTS = 8  # an adaptive check scores at every eighth of its budget
+
+
 def checkpoints(budget: int, first: int = 1) -> list[int]:
-    """Call counts at which an adaptive check scores: every quarter of `budget`, none before
+    """Call counts at which an adaptive check scores: every eighth of `budget`, none before
     `first` (e.g. the end of warmup plus a few steps), always `budget` itself."""
-    points = {max(min(first, budget), round(budget * k / 4)) for k in range(1, 5)}
+    points = {
+        max(min(first, budget), round(budget * k / CHECKPOINTS)) for k in range(1, CHECKPOINTS + 1)
+    }
     return sorted(p for p in points if p > 0)
