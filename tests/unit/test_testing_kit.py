@@ -343,7 +343,10 @@ def test_frozen_batchnorm_statistics_are_named():
 
 
 def test_recomputed_statistics_are_the_batch_statistics_and_are_restored():
-    model = TinyBatchNormRegressor().eval()
+    model = TinyBatchNormRegressor().train()
+    for _ in range(3):  # statistics of other batches, as after some training
+        model(torch.rand(4, 1, 16, 16) * 3)
+    model.eval()
     images = torch.rand(4, 1, 16, 16)
     before = model.bn.running_mean.clone()
     with recomputed_statistics(model, lambda: model(images)) as recomputed:
