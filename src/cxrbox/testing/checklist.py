@@ -103,7 +103,10 @@ def _skipped(name: str, what: str) -> CheckResult:
 def detector_checks(detector: Detector, seed: int = 0) -> dict[str, Callable[[], CheckResult]]:
     """Each check of `CHECKLIST` as a function of no arguments, in that order. `seed` seeds the
     probe data and every model the checks build."""
-    copies = shifted_copies(image_size=detector.image_size, seed=seed)
+    if detector.overfit_data is not None:
+        copies = detector.overfit_data(seed)
+    else:
+        copies = shifted_copies(image_size=detector.image_size, seed=seed)
     budget = detector.overfit_steps
     thresholds = DEFAULT_OVERFIT_THRESHOLDS
 

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cxrbox.testing.shifted import ShiftedCopies
+
 Prediction: TypeAlias = tuple[Tensor, Tensor]
 """(boxes Tensor[N, 4] normalized xyxy, scores Tensor[N]) of one image, best first; N >= 0."""
 BuildModel: TypeAlias = Callable[[], nn.Module]
@@ -46,6 +48,8 @@ the image out as numpy [H', W'] / [H', W', C] or a tensor [H', W'] / [C, H', W']
 ProbeBatch: TypeAlias = Callable[[], tuple[Tensor, list[Tensor]]]
 """() -> (images [B, C, H, W] float in [0, 1], B boxes [K, 4] normalized xyxy)."""
 ScoredModel: TypeAlias = Callable[[nn.Module], nn.Module]
+OverfitData: TypeAlias = Callable[[int], ShiftedCopies]
+"""seed -> (fitted images, boxes, held-out images, boxes) of the overfit check."""
 
 
 def default_train_step(
@@ -99,9 +103,14 @@ class Detector:
         position check shifts its square by whole multiples of it.
     image_size: px of the images of the checks that train (position_sensitivity, overfit)
         and of the default probe batch.
+    overfit_data: seed -> the fitted and held-out images of the overfit check (a
+        `ShiftedCopies`, e.g. `shifted_copies(source=your_image, source_box=its_box)`), when
+        the kit's synthetic radiograph (an opacity of 16-45 px, faint on some seeds) is not a
+        fair target for your model at `image_size`; default:
+        `shifted_copies(image_size=image_size, seed=seed)`.
     probe_batch: the batch of the one-step checks (optimizer_step, gradient_flow, zero_grad),
-        e.g. `multi_scale_batch(...)` or your own data; default: 8 shifted copies at
-        `image_size`.
+        e.g. `multi_scale_batch(...)` or your own data; default: the overfit check's fitted
+        images.
     idle_parameters: {fnmatch pattern of parameter or BatchNorm module names: why they may stay
         idle on the probe data}, e.g. {"model.22.cv2.2.*": "P5 box branch: no object is large
         enough at 128 px"}. Matching tensors that get no gradient or do not move are reported
@@ -129,6 +138,7 @@ class Detector:
     overfit_steps: int = 60
     name: str = "detector"
     image_size: int = 128
+    overfit_data: OverfitData | None = None
     probe_batch: ProbeBatch | None = None
     idle_parameters: Mapping[str, str] = field(default_factory=dict)
     accumulation: int = 1

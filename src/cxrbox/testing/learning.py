@@ -323,8 +323,11 @@ def assert_overfits_and_follows(
     """Raise AssertionError unless `detector` overfits 8 shifted copies of a synthetic
     radiograph (loss < 30 % of its start, mean IoU >= 0.6, centres spread) and its predictions
     follow the opacity to 8 held-out positions (correlation >= 0.8, spread >= 0.5 of the
-    truth's). data: default `shifted_copies(image_size=detector.image_size)`; steps: the
-    budget, default detector.overfit_steps (adaptive: stops once the criteria hold)."""
+    truth's). data: default `detector.overfit_data(0)` or
+    `shifted_copies(image_size=detector.image_size)`; steps: the budget, default
+    detector.overfit_steps (adaptive: stops once the criteria hold)."""
+    if data is None and detector.overfit_data is not None:
+        data = detector.overfit_data(0)
     data = data if data is not None else shifted_copies(image_size=detector.image_size)
     steps = steps if steps is not None else detector.overfit_steps
     return raise_if_failed(check_overfit(detector, data, steps, thresholds, adaptive=True))
