@@ -15,7 +15,9 @@ The training contract (docs/testing-kit.md says more):
   length and step count it reports is in optimizer steps.
 - your train_step owns the LR: a warmup written inside the loop (Ultralytics) or a scheduler
   it steps are both recorded as the LR the optimizer used at each of its steps. A `scheduler`
-  factory that your train_step does not step is stepped by the kit after each optimizer step.
+  factory that your train_step does not step is stepped by the kit after each optimizer step;
+  if your train_step steps a scheduler, the factory must return THAT scheduler (as
+  `cxrbox.diagnostics.own_detector` does), not build a second one on the same optimizer.
 - EMA: `ema(model)` gives the weights to score (e.g. your EMA copy); the kit never trains them.
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -190,19 +190,14 @@ def fit(
     try:
         first = (detector.warmup_steps + 5) * max(1, detector.accumulation)
         points = checkpoints(steps, first) if adaptive and passes is not None else [steps]
-        result = None
         for point in points:
             run.advance(point - run.calls)
-            at_end = point == points[-1]
             result = score(detector, run.model, data, run.losses)
             if passes is not None and passes(result):
                 break
-            if at_end:
-                break
-        assert result is not None
         statistics = running_statistics(run.model)
         as_trained = fitted_iou_as_trained(detector, run.model, data)
-        result = OverfitResult(**{**result.__dict__, "mean_iou_as_trained": as_trained})
+        result = replace(result, mean_iou_as_trained=as_trained)
     finally:
         run.close()
     return Fit(result, run, statistics)

@@ -161,7 +161,7 @@ def zero_grad_result(probe: StepProbe) -> CheckResult:
             "warn",
             f"not judged: {probe.steps} optimizer steps in {probe.calls} train_step calls "
             "(2 needed; see optimizer_step)",
-            {**numbers, "skipped": False},
+            numbers,
         )
     if probe.stale:
         step, _, stale, new = probe.stale[0]
