@@ -82,9 +82,11 @@ def test_plugin_fails_the_item_of_the_check_that_a_fault_breaks(project, cxrbox_
 
 def test_diagnose_detector_writes_the_checks_to_json_out(project):
     out = project / "reports" / "kit.json"
+    # The `cxrbox` console script: unlike `python -m cxrbox`, nothing puts the current
+    # directory on sys.path for it.
     command = [
-        sys.executable, "-m", "cxrbox", "diagnose", "--quick", "--json-out", str(out),
-        "--detector", "my_adapter:with_image_only_flip",
+        str(Path(sys.executable).parent / "cxrbox"), "diagnose", "--quick", "--json-out",
+        str(out), "--detector", "my_adapter:with_image_only_flip",
     ]  # fmt: skip
     result = subprocess.run(
         command, cwd=project, env=_env(project), capture_output=True, text=True, timeout=600
