@@ -115,3 +115,13 @@ def test_diagnose_json_out_holds_the_checks_whatever_the_model_prints(tmp_path):
     assert checks["optimizer_step"]["status"] == "fail"
     assert "FAIL  optimizer_step" in result.stdout
     assert [p.name for p in out.parent.iterdir()] == ["checks.json"]  # no temporary left
+
+
+def test_with_gradient_accumulation_healthy_passes_and_a_skipped_zero_grad_fails():
+    """nbs 16: two batches per optimizer step, accumulation ramping up during the warmup."""
+    results = run_detector_checklist(yolo.make_detector(nbs=16))
+    assert {r.name: r.status for r in results} == dict.fromkeys(CHECKLIST, "pass"), [
+        f"{r.name}: {r.message}" for r in results if r.status != "pass"
+    ]
+    result = detector_checks(yolo.make_detector("zero_grad_skipped", nbs=16))["zero_grad"]()
+    assert result.status == "fail" and "zero_grad() is skipped" in result.message

@@ -15,8 +15,9 @@ ramps from 1 to round(nbs / batch)), the scheduler stepped at each epoch's start
 
 The kit's fitted batch is the whole training set (8 images, batch 8), so one train_step is one
 Ultralytics epoch (nb = 1) and the warmup is `warmup_epochs` = 3 iterations, as `yolo train`
-would do on such a set. `NBS` = the batch size: one optimizer step per train_step (set it to 16
-or 64 to accumulate 2 or 8 batches per step; the kit counts optimizer steps itself). Mosaic,
+would do on such a set. `make_detector(nbs=...)`: Ultralytics' nominal batch size; the default,
+the batch size, takes one optimizer step per train_step; nbs=16 accumulates 2 batches per step
+(Ultralytics' default 64 would accumulate 8), and the kit counts optimizer steps itself. Mosaic,
 MixUp, CutMix and CopyPaste need a dataset object and combine several images; they are left out
 (the box-sync check paints one rectangle per image).
 
@@ -60,19 +61,29 @@ LOGGER.setLevel(logging.WARNING)  # the optimizer's summary line would go to std
 
 IMAGE_SIZE = 128  # px of the kit's images (Ultralytics trains at 640; see idle parameters)
 BATCH = 8  # the kit's fitted batch
-NBS = BATCH  # nominal batch size: accumulate = round(NBS / BATCH) batches per optimizer step
 EPOCHS = 100  # Ultralytics' default; one epoch = one train_step here (nb = 1)
 BUDGET = 100  # train_step calls the learning checks may take
 HYP = get_cfg(
     DEFAULT_CFG,
-    {"optimizer": "SGD", "nbs": NBS, "epochs": EPOCHS, "imgsz": IMAGE_SIZE, "batch": BATCH},
+    {"optimizer": "SGD", "epochs": EPOCHS, "imgsz": IMAGE_SIZE, "batch": BATCH},
 )
 # Ultralytics' own default hyperparameters, 'auto' optimizer resolved as `yolo train` resolves it
 # for a short run on one class would (AdamW, lr 0.002, no bias warmup) is the other common set-up;
 # SGD with its defaults (lr0 0.01, momentum 0.937, warmup_bias_lr 0.1) exercises the falling
 # bias-group warmup the kit must accept.
 WARMUP_ITERATIONS = round(min(HYP.warmup_epochs, max(EPOCHS - 1, 0)) * 1)  # nb = 1 batch/epoch
-ACCUMULATE = max(round(HYP.nbs / BATCH), 1)
+
+
+def warmup_optimizer_steps(accumulate: int) -> int:
+    """The optimizer step at which the warmup ends (ni == nw), counted as `_do_train` steps:
+    accumulation ramps from 1 to `accumulate` over the warmup iterations."""
+    steps, last = 0, -1
+    for ni in range(WARMUP_ITERATIONS + 1):
+        ramp = max(1, int(np.interp(ni, [0, WARMUP_ITERATIONS], [1, accumulate]).round()))
+        if ni - last >= ramp:
+            steps, last = steps + 1, ni
+    return steps - 1
+
 
 # At 128 px every object is small for the P4 (stride 16) and P5 (stride 32) levels: at
 # initialisation their DFL boxes are ~240 px and ~480 px, so the task-aligned assigner gives them
@@ -156,15 +167,17 @@ class Run:
     ema: ModelEMA
     iteration: int = 0  # ni
     last_opt_step: int = -1
-    accumulate: int = ACCUMULATE
+    accumulate: int = 1
     losses: list[float] = field(default_factory=list)
 
 
 class YoloRuns:
     """Ultralytics' trainer logic for each model the kit builds, found again from the model."""
 
-    def __init__(self, fault: str | None = None) -> None:
+    def __init__(self, fault: str | None = None, nbs: int = BATCH) -> None:
         self.fault = fault
+        self.nbs = nbs
+        self.accumulate = max(round(nbs / BATCH), 1)  # _build_train_pipeline
         self.runs: dict[int, Run] = {}  # id(model) -> its run
         self.models: dict[int, nn.Module] = {}  # id(optimizer) -> its model
 
@@ -174,7 +187,7 @@ class YoloRuns:
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """`BaseTrainer.build_optimizer` (its groups: decayed weights, BN weights, biases) and
         `_setup_scheduler`'s LambdaLR, as `_build_train_pipeline` calls them."""
-        weight_decay = HYP.weight_decay * BATCH * ACCUMULATE / HYP.nbs
+        weight_decay = HYP.weight_decay * BATCH * self.accumulate / self.nbs
         trainer = SimpleNamespace(args=HYP, data={"nc": 1})  # all build_optimizer reads
         optimizer = BaseTrainer.build_optimizer(
             trainer, model, HYP.optimizer, HYP.lr0, HYP.momentum, weight_decay
@@ -187,7 +200,7 @@ class YoloRuns:
             lf = lambda x: 1.0 if x <= WARMUP_ITERATIONS else 0.0  # noqa: E731
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
         scheduler.last_epoch = -1  # `_setup_train`: start_epoch - 1
-        self.runs[id(model)] = Run(scheduler, lf, ModelEMA(model))
+        self.runs[id(model)] = Run(scheduler, lf, ModelEMA(model), accumulate=self.accumulate)
         self.models[id(optimizer)] = model
         return optimizer
 
@@ -211,7 +224,7 @@ class YoloRuns:
         nw = WARMUP_ITERATIONS
         if nw and ni <= nw:  # the warmup of _do_train, verbatim but for the planted faults
             xi = [0, 2 * nw] if self.fault == "warmup_jump" else [0, nw]
-            run.accumulate = max(1, int(np.interp(ni, xi, [1, ACCUMULATE]).round()))
+            run.accumulate = max(1, int(np.interp(ni, xi, [1, self.accumulate]).round()))
             for x in optimizer.param_groups:
                 x["lr"] = float(
                     np.interp(
@@ -318,19 +331,20 @@ class YoloTransform:
         return out["img"], np.asarray(instances.bboxes, np.float32).reshape(-1, 4)
 
 
-def make_detector(fault: str | None = None) -> Detector:
-    """YOLOv8n as Ultralytics trains it; `fault`: one of `FAULTS` planted, or None."""
+def make_detector(fault: str | None = None, nbs: int = BATCH) -> Detector:
+    """YOLOv8n as Ultralytics trains it; `fault`: one of `FAULTS` planted, or None; `nbs`:
+    Ultralytics' nominal batch size (round(nbs / 8) batches accumulated per optimizer step)."""
     if fault is not None and fault not in FAULTS:
         raise ValueError(f"fault must be one of {FAULTS} or None, got {fault!r}")
-    runs = YoloRuns(fault)
+    runs = YoloRuns(fault, nbs)
     return Detector(
         build=runs.build,
         loss=runs.loss,
         predict=runs.predict,
         optimizer=runs.optimizer,
         train_step=runs.train_step,
-        accumulation=ACCUMULATE,
-        warmup_steps=WARMUP_ITERATIONS,
+        accumulation=runs.accumulate,
+        warmup_steps=warmup_optimizer_steps(runs.accumulate),
         # build_optimizer's group order: weights (decay), BN weights (no decay), biases
         warmup_start_lrs=(0.0, 0.0, HYP.warmup_bias_lr),
         transform=YoloTransform(fault),
@@ -341,7 +355,7 @@ def make_detector(fault: str | None = None) -> Detector:
         idle_parameters=IDLE_AT_128PX,
         ema=runs.ema,
         overfit_steps=BUDGET,
-        name="Ultralytics YOLOv8n" + (f" with {fault}" if fault else ""),
+        name="Ultralytics YOLOv8n" + (f" with {fault}" if fault else "") + f" (nbs {nbs})",
     )
 
 

@@ -433,3 +433,13 @@ def test_load_detector_imports_from_the_search_path(tmp_path):
         "from cxrbox.diagnostics.own_detector import make_detector\n"
     )
     assert isinstance(load_detector("my_kit_adapter:make_detector", str(tmp_path)), Detector)
+
+
+def test_recorded_warmup_is_judged_per_train_step_call_under_accumulation():
+    """Accumulation ramping from 1 to 2 during an in-loop warmup: optimizer steps at calls 0, 1,
+    3, 5, ...; the LR moves by the same amount per call, so no step is a jump."""
+    calls = [0, 1, 3, 5, 7, 9]
+    curve = [0.0, 0.01 / 3, 0.01, 0.0099, 0.0098, 0.0097]
+    assert check_recorded_lr([curve], [0.01], 2, (0.0,), positions=calls).status == "pass"
+    evenly = check_recorded_lr([curve], [0.01], 2, (0.0,))
+    assert "jump of +0.00666667 at the warmup hand-over (step 2)" in evenly.message

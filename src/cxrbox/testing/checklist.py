@@ -165,6 +165,7 @@ def detector_checks(detector: Detector, seed: int = 0) -> dict[str, Callable[[],
             detector.warmup_start_lrs,
             detector.total_steps,
             run.calls,
+            run.recorder.step_calls,
         )
         if detector.scheduler is None or detector.total_steps <= 0:
             return result

@@ -27,6 +27,8 @@ class OptimizerRecorder:
     """Context manager recording one optimizer (and the model's parameters) while active.
 
     lrs: per optimizer step, the LR of every param group ([step][group]).
+    step_calls: per optimizer step, the index of the train_step call that took it (set
+        `call` before each call; with gradient accumulation steps are not one call apart).
     steps: optimizer steps taken.
     stale: (optimizer step after which it happened, parameter name, |stale grad|, |new grad|)
         for each parameter whose gradient was not cleared after an optimizer step.
@@ -36,6 +38,8 @@ class OptimizerRecorder:
         self.model = model
         self.optimizer = optimizer
         self.lrs: list[list[float]] = []
+        self.step_calls: list[int] = []
+        self.call = 0  # the train_step call under way, set by the caller
         self.steps = 0
         self.stale: list[tuple[int, str, float, float]] = []
         self._seen: set[str] = set()  # parameters that got a gradient since the last step
@@ -61,6 +65,7 @@ class OptimizerRecorder:
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.lrs.append([float(group["lr"]) for group in self.optimizer.param_groups])
+        self.step_calls.append(self.call)
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.steps += 1

@@ -47,6 +47,7 @@ class TrainingRun:
         for _ in range(calls):
             steps = self.recorder.steps
             clock = self.scheduler.last_epoch if self.scheduler is not None else None
+            self.recorder.call = self.calls
             self.losses.append(
                 float(self.detector.step(self.model, self.optimizer, self.images, self.boxes))
             )

@@ -107,6 +107,7 @@ def audit_recorded_lr(
     start_lr: float | None = None,
     total_steps: int = 0,
     rtol: float = 1e-3,
+    positions: Sequence[int] | None = None,
 ) -> list[str]:
     """Problems in one param group's recorded LR per optimizer step (empty: none found).
 
@@ -116,8 +117,16 @@ def audit_recorded_lr(
     where a warmup ends); it ends below the base LR by no more than the decay after it accounts
     for (the decay may run during the warmup, as Ultralytics' does); after the warmup it never
     rises nor exceeds the base LR, and it is not 0 before 90 % of `total_steps` (0: the
-    recorded run)."""
+    recorded run). `positions`: the train_step call of each step (default 0, 1, 2, ...): with
+    gradient accumulation steps are unevenly spaced in calls, and a warmup written per call
+    (Ultralytics') moves the LR in proportion to the calls between two steps, so changes are
+    compared per call."""
     n = len(curve)
+    at = list(positions) if positions is not None else list(range(n))
+
+    def per_call(t: int) -> float:  # LR change from step t - 1 to t, per train_step call
+        return (curve[t] - curve[t - 1]) / max(1, at[t] - at[t - 1])
+
     if n == 0:
         return ["no optimizer step was recorded"]
     bad = [t for t, lr in enumerate(curve) if not math.isfinite(lr)]
@@ -154,24 +163,25 @@ def audit_recorded_lr(
             f"LR goes from {curve[t - 1]:.6g} to {curve[t]:.6g} at step {t} (warmup_steps={w}): "
             "the decay fights the warmup"
         )
-    inside = [abs(curve[t] - curve[t - 1]) for t in range(1, min(w, n))]
+    inside = [abs(per_call(t)) for t in range(1, min(w, n))]
     increment = max(inside) if inside else abs(base_lr - first)
     for t in (w, w + 1):
         if 1 <= t < n and w > 0:
             jump = curve[t] - curve[t - 1]
-            if abs(jump) > HANDOVER_SLACK * increment + tol:
+            if abs(per_call(t)) > HANDOVER_SLACK * increment + tol:
                 problems.append(
                     f"jump of {jump:+.6g} at the warmup hand-over (step {t}), larger than the "
-                    f"warmup's own steps ({increment:.6g})"
+                    f"warmup's own steps ({increment:.6g} per train_step call)"
                 )
                 break
     if 0 < w < n:
-        after = [curve[t - 1] - curve[t] for t in range(w + 1, min(n, w + 1 + DECAY_LOOKAHEAD))]
+        after = [-per_call(t) for t in range(w + 1, min(n, w + 1 + DECAY_LOOKAHEAD))]
         decay = max([0.0, *after])
-        if base_lr - curve[w] > w * decay + tol and not zeros:
+        allowed = (at[w] - at[0]) * decay
+        if base_lr - curve[w] > allowed + tol and not zeros:
             problems.append(
                 f"warmup ends at {curve[w]:.6g} (step {w}), below the base LR {base_lr:.6g} by "
-                f"more than the decay after it accounts for ({w} x {decay:.3g})"
+                f"more than the decay after it accounts for ({allowed:.3g})"
             )
     elif n <= w:
         problems.append(f"only {n} optimizer steps recorded: the {w}-step warmup never ended")
@@ -195,9 +205,11 @@ def check_recorded_lr(
     start_lrs: Sequence[float | None] = (),
     total_steps: int = 0,
     calls: int = 0,
+    positions: Sequence[int] | None = None,
 ) -> CheckResult:
     """Audit every param group's LR recorded at each optimizer step of the kit's training run
-    (`audit_recorded_lr`) against the declared warmup; `calls`: train_step calls of that run."""
+    (`audit_recorded_lr`) against the declared warmup; `calls`: train_step calls of that run;
+    `positions`: the call of each optimizer step."""
     n_steps = len(curves[0]) if curves else 0
     numbers = {
         "warmup_steps": warmup_steps,
@@ -219,7 +231,9 @@ def check_recorded_lr(
     problems = [
         f"group {i}: {p}"
         for i, (curve, base, start) in enumerate(zip(curves, base_lrs, starts, strict=True))
-        for p in audit_recorded_lr(curve, base, warmup_steps, start, total_steps)
+        for p in audit_recorded_lr(
+            curve, base, warmup_steps, start, total_steps, positions=positions
+        )
     ]
     if problems:
         return CheckResult("lr_schedule", "fail", "; ".join(problems), numbers)
