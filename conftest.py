@@ -48,3 +48,13 @@ def _restore_rng_state():
     random.setstate(py_state)
     np.random.set_state(np_state)
     torch.random.set_rng_state(torch_state)
+
+
+@pytest.fixture
+def cxrbox_plugin_args() -> list[str]:
+    """pytest options that load the cxrbox plugin in a subprocess: none when cxrbox is installed
+    (its `pytest11` entry point loads it), `-p cxrbox.testing.plugin` from a source checkout."""
+    from importlib.metadata import entry_points
+
+    installed = any(e.name == "cxrbox" for e in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "cxrbox.testing.plugin"]

@@ -20,9 +20,11 @@ def test_own_heads_pass_the_kit_checklist():
     assert {r.name: r.status for r in results} == {
         "optimizer_step": "pass",
         "gradient_flow": "pass",
-        "lr_schedule": "pass",
+        "zero_grad": "pass",
         "box_sync": "pass",
         "loss_coordinates": "pass",
+        "lr_schedule": "pass",
+        "batchnorm": "pass",
     }, [r.message for r in results]
 
 

@@ -54,7 +54,7 @@ def test_plain_tox_runs_everything_but_bench():
     parser = configparser.ConfigParser()
     parser.read(ROOT / "tox.ini")
     listed = {e.strip() for e in parser["tox"]["env_list"].split(",")}
-    assert listed == {"lint", "unit", "integration", "gate", "docs"}
+    assert listed == {"lint", "unit", "integration", "gate", "docs", "kit-examples"}
 
 
 def test_docs_env_installs_the_docs_extra():

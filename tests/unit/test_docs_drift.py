@@ -103,16 +103,18 @@ def _subcommand_flags() -> dict[str, set[str]]:
     }
 
 
-def _plugin_option() -> str:
-    """The pytest plugin's option, read from its source (importing the kit imports torch)."""
+def _plugin_options() -> set[str]:
+    """The pytest plugin's options: its module-level `--...` string constants, read from its
+    source (importing the kit imports torch)."""
     tree = ast.parse((SRC / "cxrbox" / "testing" / "plugin.py").read_text())
-    return next(
+    return {
         node.value.value
         for node in tree.body
         if isinstance(node, ast.Assign)
-        and [getattr(t, "id", None) for t in node.targets] == ["OPTION"]
         and isinstance(node.value, ast.Constant)
-    )
+        and isinstance(node.value.value, str)
+        and node.value.value.startswith("--")
+    }
 
 
 @cache
@@ -236,7 +238,7 @@ def test_every_cxrbox_command_and_flag_in_the_docs_exists(doc):
 
 @pytest.mark.parametrize("doc", [str(p.relative_to(ROOT)) for p in DOC_FILES])
 def test_every_flag_written_alone_in_the_docs_exists(doc):
-    known = set().union(*_subcommand_flags().values()) | {_plugin_option()}
+    known = set().union(*_subcommand_flags().values()) | _plugin_options()
     stale = [
         f"`{snippet}`: no subcommand or the pytest plugin has {flag}"
         for where, snippet in _doc_snippets()

@@ -32,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="TrainConfig fields in a .toml, .json, .yaml or .yml file")
     parser.add_argument("--json", action="store_true", help="print one JSON array of checks")
     parser.add_argument(
+        "--json-out",
+        metavar="FILE",
+        help="write the JSON array of checks to FILE (atomically) as well: unlike --json on "
+        "stdout, a model's own logging cannot mix with it",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="skip the two training probes (position, overfit)"
     )
     parser.add_argument(
@@ -83,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     results = run_checklist(config, quick=args.quick, progress=progress)
-    return report(results, args.json, started)
+    return report(results, args.json, started, args.json_out)
 
 
 def progress(name: str) -> None:
@@ -96,23 +102,29 @@ def run_detector(args: argparse.Namespace) -> int:
 
     from cxrbox.testing.checklist import load_detector, run_detector_checklist
 
-    if os.getcwd() not in sys.path:  # like `python -m`: the project's own modules import
-        sys.path.insert(0, os.getcwd())
-    detector = load_detector(args.detector)
+    # like `python -m`: the project's own modules import
+    detector = load_detector(args.detector, search_path=os.getcwd())
     print(f"cxrbox diagnose: {detector.name} from {args.detector}", file=sys.stderr)
     started = time.perf_counter()
     skip = QUICK_SKIPS if args.quick else ()
     results = run_detector_checklist(detector, progress=progress, skip=skip)
-    return report(results, args.json, started)
+    return report(results, args.json, started, args.json_out)
 
 
-def report(results: list[Any], as_json: bool, started: float) -> int:
-    """Print one line per check (or a JSON array) and the verdict; exit code 1 on a failure."""
+def report(results: list[Any], as_json: bool, started: float, json_out: str | None = None) -> int:
+    """Print one line per check (or a JSON array) and the verdict, and write the JSON array to
+    `json_out` when given; exit code 1 on a failure."""
     import json
 
+    from cxrbox.atomic_write import atomic_path
+
     failed = [r.name for r in results if r.status == "fail"]
+    document = json.dumps([json_safe(r.as_dict()) for r in results], allow_nan=False)
+    if json_out:
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(document + "\n")
     if as_json:
-        print(json.dumps([json_safe(r.as_dict()) for r in results], allow_nan=False))
+        print(document)
         return 1 if failed else 0
     for result in results:
         print(format_result(result))

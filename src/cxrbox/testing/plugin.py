@@ -1,7 +1,10 @@
 """pytest plugin (entry point `pytest11`): `pytest --cxrbox-detector package.module:name` adds
 the whole `cxrbox.testing` checklist on that detector as ordinary test items, one per check
 (`cxrbox[position_sensitivity]`, ...), with no test file to write. Select with `-k` as usual.
-A check the detector gives no input for (no scheduler, transform or box loss) is skipped.
+A check the detector gives no input for (no transform, no BatchNorm layer) is skipped.
+The module is imported with the invocation directory and pytest's rootdir first on sys.path
+(the `pytest` console script, unlike `python -m pytest`, does not put the current directory
+there); `--cxrbox-seed N` seeds the probe data and the models.
 
 This module is imported by every pytest run where cxrbox is installed, so it imports torch and
 the kit only when the option is given.
@@ -9,11 +12,13 @@ the kit only when the option is given.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 
 OPTION = "--cxrbox-detector"
+SEED_OPTION = "--cxrbox-seed"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,6 +29,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run the cxrbox.testing checklist on this Detector (or a function of no "
         "arguments returning one), one test item per check",
+    )
+    group.addoption(
+        SEED_OPTION,
+        metavar="N",
+        type=int,
+        default=0,
+        help="seed of the checklist's probe data and models (default 0)",
     )
 
 
@@ -41,7 +53,11 @@ class DetectorCheck(pytest.Item):
 
         cache: dict[str, Any] = self.config.stash.setdefault(_CHECKS, {})
         if self.spec not in cache:
-            cache[self.spec] = detector_checks(load_detector(self.spec))
+            for path in (self.config.rootpath, self.config.invocation_params.dir):
+                if str(path) not in sys.path:
+                    sys.path.insert(0, str(path))
+            seed = self.config.getoption("cxrbox_seed")
+            cache[self.spec] = detector_checks(load_detector(self.spec), seed)
         result = cache[self.spec][self.check]()
         if result.numbers.get("skipped"):
             pytest.skip(result.message)

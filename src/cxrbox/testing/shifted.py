@@ -96,3 +96,36 @@ def _check_source(
             f"got {box[0].tolist()}"
         )
     return source, box
+
+
+def multi_scale_batch(
+    image_size: int = 128,
+    fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 0.85),
+    per_scale: int = 2,
+    seed: int = 0,
+) -> tuple[Tensor, list[Tensor]]:
+    """A batch with objects at several scales, for the one-step checks of a multi-scale head
+    (a feature pyramid assigns each object to the level of its size, so a batch of one object
+    size leaves the other levels without a positive).
+
+    Returns (images [B, 1, S, S] float32 in [0, 1], B boxes [1, 4] normalized xyxy) with
+    B = len(fractions) x per_scale: image i holds one bright square of side fractions[i //
+    per_scale] x S at a random place on a dim noisy background.
+    """
+    if not fractions or any(not 0 < f <= 1 for f in fractions) or per_scale < 1:
+        raise InputValueError(
+            f"multi_scale_batch: fractions must be in (0, 1] and per_scale >= 1, got "
+            f"{fractions}, {per_scale}"
+        )
+    rng = np.random.default_rng(seed)
+    images, boxes = [], []
+    for fraction in fractions:
+        side = max(2, round(fraction * image_size))
+        for _ in range(per_scale):
+            image = rng.uniform(0.0, 0.2, (image_size, image_size)).astype(np.float32)
+            x1, y1 = rng.integers(0, image_size - side + 1, size=2)
+            image[y1 : y1 + side, x1 : x1 + side] = rng.uniform(0.8, 1.0)
+            images.append(torch.from_numpy(image)[None])
+            box = np.array([[x1, y1, x1 + side, y1 + side]], np.float32) / image_size
+            boxes.append(torch.from_numpy(box))
+    return torch.stack(images), boxes
