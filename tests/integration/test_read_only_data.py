@@ -34,8 +34,10 @@ def _listing(folder: Path) -> list[str]:
 
 @pytest.fixture
 def data(tiny_rsna: Path, tmp_path: Path) -> Path:
-    """A copy of the tiny set (chmod must not touch the session's fixture)."""
-    return Path(shutil.copytree(tiny_rsna, tmp_path / "data"))
+    """A copy of the tiny set (chmod must not touch the session's fixture), without the image
+    caches that earlier tests of the session wrote beside its images: this folder has none."""
+    no_caches = shutil.ignore_patterns(".cxrbox-cache-*")
+    return Path(shutil.copytree(tiny_rsna, tmp_path / "data", ignore=no_caches))
 
 
 def _train_args(data: Path, tmp_path: Path) -> list[str]:
