@@ -25,6 +25,7 @@ from cxrbox.diagnostics.probes import (
     overfit,
 )
 from cxrbox.engine.train import build_state, train_step
+from cxrbox.testing.training import start_run
 
 pytestmark = pytest.mark.gate
 
@@ -49,14 +50,14 @@ def test_default_config_overfits_a_tiny_batch(grid_overfit):
 def heldout_top_centres(config, copies, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(predicted, true) centres [B, 2] of the held-out images after `steps` overfit steps."""
     detector = own_detector(config, steps)
-    torch.manual_seed(0)
-    model = detector.build()
-    optimizer = detector.optimizer(model)
-    for _ in range(steps):
-        detector.step(model, optimizer, copies.images, copies.boxes)
-    model.eval()
+    run = start_run(detector, copies.images, copies.boxes, seed=0)  # the kit's training run
+    try:
+        run.advance(steps)
+    finally:
+        run.close()
+    run.model.eval()
     with torch.no_grad():
-        predictions = detector.predict(model, copies.heldout_images)
+        predictions = detector.predict(run.model, copies.heldout_images)
     top = torch.stack([boxes[0] for boxes, _ in predictions]).double()
     truth = torch.cat(copies.heldout_boxes).double()
     return xyxy_to_cxcywh(top)[:, :2], xyxy_to_cxcywh(truth)[:, :2]
